@@ -1,0 +1,78 @@
+"""Thin sessions: each one is a single `python -m pipeline <command>` call.
+
+`nox` alone runs the tests. Release-type sessions are `default=False`.
+Venvs are reused and the package is reinstalled only when pyproject.toml
+changes, so `nox -s plan` on a warm venv starts fast (`nox -R` skips even the check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+ROOT = Path(__file__).parent
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    """Install the package (editable) once per pyproject.toml content and extras."""
+    spec = ".[" + ",".join(extras) + "]" if extras else "."
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + spec.encode()).hexdigest()[:16]
+    stamp = Path(session.virtualenv.location) / ".pipeline-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    session.install("-e", spec)
+    stamp.write_text(digest)
+
+
+def _pipeline(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "pipeline", *args, *session.posargs)
+
+
+def _bootstrap(session: nox.Session) -> None:
+    """Install missing tools (root on Debian/Ubuntu) and start dockerd; elsewhere print instructions."""
+    session.run("python", "-m", "pipeline", "doctor", "--install")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests against the real toolchain (set-up included)."""
+    _install(session, "test")
+    if os.environ.get("PIPELINE_SKIP_BOOTSTRAP") != "1":
+        _bootstrap(session)
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(default=False)
+def tags(session: nox.Session) -> None:
+    """Print the release tags for this checkout / CI context."""
+    _install(session)
+    _pipeline(session, "tags")
+
+
+@nox.session(default=False)
+def plan(session: nox.Session) -> None:
+    """Show every release stage and what it would do."""
+    _install(session)
+    _pipeline(session, "plan")
+
+
+@nox.session(default=False)
+def doctor(session: nox.Session) -> None:
+    """Check the external tools (pass --install to install them)."""
+    _install(session)
+    _pipeline(session, "doctor")
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """The main job: build, scan, copy, sign and tag the image in every registry."""
+    _install(session)
+    _bootstrap(session)
+    _pipeline(session, "release")

@@ -1,0 +1,94 @@
+"""structlog set-up (configured once) and the one redaction processor.
+
+Events are named ``noun.verb_past`` with fields. Every event passes through
+:func:`redact`, which replaces any registered secret value and the values of
+secret-looking keys with ``***``; :func:`scrub` applies the same to plain text
+(tool stderr, exception messages) before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(r"(pass(word)?|token|secret|private|credential|auth)$|^(authorization)$", re.I)
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_configured = False
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that it never appears in logs, errors or reports."""
+    if value and len(value) >= 3:
+        with _lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """Replace every registered secret in ``text``."""
+    if not text:
+        return text
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, REDACTED)
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v else _scrub_value(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub_value(v) for v in value)
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the only place log output is redacted."""
+    out: dict[str, Any] = {}
+    for key, value in event_dict.items():
+        if key != "event" and _SECRET_KEY.search(key) and value:
+            out[key] = REDACTED
+        else:
+            out[key] = _scrub_value(value)
+    return out
+
+
+def configure(fmt: str = "text", *, stream: TextIO | None = None, level: str = "info") -> None:
+    """Configure structlog once: readable console on a terminal, JSON lines with ``fmt='json'``."""
+    global _configured
+    stream = stream or sys.stderr
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        colors = stream.isatty() if hasattr(stream, "isatty") else False
+        renderer = structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=28)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get(name: str | None = None, **fields: Any) -> Any:
+    """A bound logger; stages bind their name."""
+    log = structlog.get_logger(name) if name else structlog.get_logger()
+    return log.bind(**fields) if fields else log

@@ -1,0 +1,121 @@
+"""The ordered release plan and the one runner for every stage.
+
+The runner does skipping, logging, timing and error mapping for all stages;
+``plan`` and ``release`` use the same stage objects, so the plan is computed
+from the code that runs, never from a separate dry-run path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pipeline import log
+from pipeline.context import Context
+from pipeline.errors import InfraError, PipelineError
+from pipeline.stage import Stage, StageResult
+from pipeline.stages.tags import Tags
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A stage of the release flow that is not built yet: it says so and never fakes success."""
+
+    name: str
+    description: str
+    issue: int
+    section: str | None = None
+    tools: tuple[str, ...] = ()
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if self.section and not getattr(getattr(ctx.config, self.section), "enabled", True):
+            return f"{self.section}.enabled = false"
+        return None
+
+    def describe(self, ctx: Context) -> str:
+        return f"not built yet (issue #{self.issue}): the release stops before this stage"
+
+    def run(self, ctx: Context) -> Any:
+        raise InfraError(f"stage '{self.name}' is not built yet (issue #{self.issue}); nothing was published")
+
+
+RELEASE: tuple[Stage, ...] = (
+    Tags(),
+    Pending("build", "Build every platform with buildx and push the candidate to staging by digest.", 3,
+            "build", ("docker", "buildx")),
+    Pending("scan", "Scan every platform of the staged digest with Trivy and apply the gate policy.", 4,
+            "scan", ("trivy",)),
+    Pending("copy", "Copy the index by digest from staging to every release registry.", 3, "copy_"),
+    Pending("sign", "Sign the digest in every release registry with cosign.", 5, "sign", ("cosign",)),
+    Pending("tag", "Write the release tags in every registry, last.", 3, "tag"),
+    Pending("verify", "Check that every release tag resolves to the signed digest.", 5, "verify", ("cosign",)),
+    Pending("report", "Write dist/release.json and the CI summaries.", 3),
+)
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    stage: str
+    action: str          # "run" | "skip" | "pending"
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "action": self.action, "detail": self.detail}
+
+
+def plan(ctx: Context, stages: tuple[Stage, ...] = RELEASE) -> list[PlanLine]:
+    """What each stage would do, or the sentence saying why it would skip."""
+    lines: list[PlanLine] = []
+    for stage in stages:
+        reason = _skip(stage, ctx)
+        if reason:
+            lines.append(PlanLine(stage.name, "skip", reason))
+        elif isinstance(stage, Pending):
+            lines.append(PlanLine(stage.name, "pending", stage.describe(ctx)))
+        else:
+            lines.append(PlanLine(stage.name, "run", stage.describe(ctx)))
+    return lines
+
+
+def _skip(stage: Stage, ctx: Context) -> str | None:
+    if stage.name in ctx.options.skip:
+        return f"skipped with --skip {stage.name}"
+    return stage.skip_reason(ctx)
+
+
+class Runner:
+    """Runs stages in order; the first failure stops the release (later stages, tags included, never run)."""
+
+    stop_on_failure: ClassVar[bool] = True
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.results: list[StageResult] = []
+
+    def run(self, stages: tuple[Stage, ...] = RELEASE) -> list[StageResult]:
+        for stage in stages:
+            result = self.run_one(stage)
+            self.results.append(result)
+            if result.status == "failed":
+                break
+        return self.results
+
+    def run_one(self, stage: Stage) -> StageResult:
+        logger = log.get(stage=stage.name)
+        reason = _skip(stage, self.ctx)
+        if reason:
+            logger.info("stage.skipped", reason=reason)
+            return StageResult(stage.name, "skipped", reason)
+        started = time.monotonic()
+        logger.info("stage.started", plan=stage.describe(self.ctx) if not isinstance(stage, Pending) else "pending")
+        try:
+            output = stage.run(self.ctx)
+        except PipelineError as exc:
+            seconds = time.monotonic() - started
+            logger.error("stage.failed", error=str(exc), seconds=round(seconds, 3))
+            return StageResult(stage.name, "failed", str(exc), seconds, exc.exit_code)
+        seconds = time.monotonic() - started
+        self.ctx.outputs[stage.name] = output
+        logger.info("stage.finished", seconds=round(seconds, 3))
+        return StageResult(stage.name, "ok", "", seconds, 0, output)

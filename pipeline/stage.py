@@ -1,0 +1,45 @@
+"""The Stage protocol and the results the runner records.
+
+A stage is a small class: ``name`` (CLI verb, log field, ``--skip`` key),
+``description`` (a sentence), ``tools`` (what ``pipeline doctor`` checks),
+``skip_reason(ctx)``, ``describe(ctx)`` (what it would do: the plan and the
+run share it) and ``run(ctx) -> Output`` returning a frozen dataclass. Stages
+never call each other; they read earlier outputs from ``ctx.outputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.context import Context
+
+
+class Stage(Protocol):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    tools: ClassVar[tuple[str, ...]]
+
+    def skip_reason(self, ctx: Context) -> str | None: ...
+
+    def describe(self, ctx: Context) -> str: ...
+
+    def run(self, ctx: Context) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What happened to one stage: status is ok | skipped | failed | pending."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+    exit_code: int = 0
+    output: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.name, "status": self.status, "detail": self.detail,
+                "seconds": round(self.seconds, 3), "exit_code": self.exit_code}

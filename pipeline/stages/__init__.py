@@ -1,0 +1,1 @@
+"""One module per stage of the release; the order lives in pipeline/plan.py."""

@@ -1,0 +1,1 @@
+"""The boundary: only modules in this package start processes or open sockets."""
