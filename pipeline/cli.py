@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--skip", action="append", default=[], metavar="STAGE", help="skip a stage (repeatable)")
     p.add_argument("--from-digests", metavar="DIR", help="merge per-platform digests written by split builds")
+    p = sub.add_parser("build", help="build and push the candidate to staging (one platform with --platform)")
+    _common(p)
+    p.add_argument("--platform", metavar="OS/ARCH", help="build only this platform (split mode, one CI runner each)")
+    p.add_argument("--digest-out", metavar="DIR", help="write the platform's digest file here (for release --from-digests)")
     p = sub.add_parser("doctor", help="check (and with --install, install) the external tools")
     _common(p)
     p.add_argument("--install", action="store_true",
@@ -77,10 +81,21 @@ def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path 
     options = Options(
         skip=frozenset(getattr(args, "skip", []) or []),
         from_digests=getattr(args, "from_digests", None),
+        platform=getattr(args, "platform", None),
+        digest_out=getattr(args, "digest_out", None),
         output_format=getattr(args, "format", "text"),
     )
     _check_skips(options.skip)
-    return Context(config=cfg, ci=info, env=env, now=now, config_path=cfg_path, options=options)
+    return Context(config=cfg, ci=info, env=env, now=now, config_path=cfg_path, options=options,
+                   progress=_progress_writer(env))
+
+
+def _progress_writer(env: Mapping[str, str]) -> Callable[[str], None]:
+    """Live build output on stderr: as buildx prints it on a terminal, plain lines in CI."""
+    def write(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    return write
 
 
 def _check_skips(skip: frozenset[str]) -> None:
@@ -135,21 +150,31 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     return EXIT_OK
 
 
-def cmd_release(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.plan import Runner
+def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None) -> int:
+    from pipeline.plan import RELEASE, Runner
+    from pipeline.registries import serve_local
+    from pipeline.report import release_manifest, text_summary
 
     ctx = make_context(args, env)
-    results = Runner(ctx).run()
+    serve_local(ctx.config)
+    stages = RELEASE if names is None else tuple(s for s in RELEASE if s.name in names)
+    results = Runner(ctx).run(stages)
     failed = [r for r in results if r.status == "failed"]
-    data = {"stages": [r.to_dict() for r in results], "status": "failed" if failed else "ok"}
-
-    def text() -> str:
-        return "\n".join(f"{r.name:<8} {r.status:<8} {r.seconds:6.2f}s  {r.detail}" for r in results)
-
-    _emit(data, args.format, text, out)
+    data = release_manifest(ctx, results)
+    _emit(data, args.format, lambda: text_summary(data), out)
     if failed:
         raise _Failed(failed[0].detail, failed[0].exit_code)
     return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    return _run_stages(args, env, out, None)
+
+
+def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    if args.digest_out and not args.platform:
+        raise UsageError("pipeline build: --digest-out goes with --platform (one platform per call)")
+    return _run_stages(args, env, out, ("tags", "build"))
 
 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
@@ -189,6 +214,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str], TextIO], in
     "tags": cmd_tags,
     "plan": cmd_plan,
     "release": cmd_release,
+    "build": cmd_build,
     "doctor": cmd_doctor,
 }
 

@@ -57,6 +57,8 @@ class ImageConfig(Section):
     platforms: list[str] = Field(default_factory=lambda: ["linux/amd64"])
     target: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict)
+    offline_base: bool = Field(default=False, description="when the Dockerfile's ARG BASE_IMAGE cannot be pulled,"
+                               " build FROM a locally built busybox base instead (offline machines)")
 
     @field_validator("name")
     @classmethod
@@ -116,6 +118,8 @@ class RegistryConfig(Section):
     password_env: str | None = None
     insecure: bool | None = None
     aws_region: str | None = None
+    serve: bool = Field(default=False, description="start a local distribution registry at this localhost"
+                        " address when nothing listens there (the self-hosted default)")
 
     @field_validator("username_env", "password_env")
     @classmethod
@@ -146,6 +150,8 @@ class RegistryConfig(Section):
             raise ValueError("auth = \"env\" needs username_env and password_env")
         if (self.username_env is None) != (self.password_env is None):
             raise ValueError("username_env and password_env go together")
+        if self.serve and not _default_insecure(self.url):
+            raise ValueError("serve = true needs a localhost or 127.0.0.1 url (a registry started on this machine)")
         return self
 
     @property

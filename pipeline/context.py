@@ -6,7 +6,7 @@ to every stage; stages read it and never reach for the environment themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +39,8 @@ class Context:
     config_path: Path = Path("config/pipeline.toml")
     options: Options = field(default_factory=Options)
     outputs: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None   # live build output (the CLI decides where it goes)
+    results: list[Any] = field(default_factory=list)  # StageResults so far (the runner appends)
 
     @property
     def dist(self) -> Path:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 __all__ = ["DEFAULT_FORMAT", "DEFAULT_FORMAT_UTC", "DEFAULT_ZONE", "format_moment", "in_zone"]
@@ -44,7 +44,7 @@ DEFAULT_FORMAT_UTC = "YYYY-MM-DDTHH:mm:ss[Z]"
 #: metadata-action's zone when ``tz=`` is not given.
 DEFAULT_ZONE = "UTC"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # moment src/lib/format/format.js `formattingTokens`, with JS `.` spelled out as
 # "anything but a JS line terminator".
@@ -72,11 +72,12 @@ _LONG_DATE_FORMATS = {
 }
 
 # English locale data (moment src/lib/units/month.js, day-of-week.js).
-_MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
+_MONTHS = [
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+]  # fmt: skip
 _MONTHS_SHORT = [m[:3] for m in _MONTHS]
-_WEEKDAYS = "Sunday Monday Tuesday Wednesday Thursday Friday Saturday".split()
+_WEEKDAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 _WEEKDAYS_SHORT = [d[:3] for d in _WEEKDAYS]
 _WEEKDAYS_MIN = [d[:2] for d in _WEEKDAYS]
 # Locale week rule of "en": weeks start on Sunday (dow 0), and week 1 is the one
@@ -181,6 +182,12 @@ class _Moment:
 
 _TokenFn = Callable[[_Moment], str]
 
+
+def _fraction_token(width: int) -> _TokenFn:
+    """``SSSS``…``S×9``: the millisecond scaled up and zero-filled (no finer precision)."""
+    return lambda m: _zero_fill(m.ms * 10 ** (width - 3), width)
+
+
 # Every key of moment's formatTokenFunctions (src/lib/units/*.js) for "en".
 _TOKENS: dict[str, _TokenFn] = {
     # year.js
@@ -251,10 +258,7 @@ _TOKENS: dict[str, _TokenFn] = {
     "S": lambda m: str(m.ms // 100),
     "SS": lambda m: _zero_fill(m.ms // 10, 2),
     "SSS": lambda m: _zero_fill(m.ms, 3),
-    **{
-        "S" * n: (lambda n: lambda m: _zero_fill(m.ms * 10 ** (n - 3), n))(n)
-        for n in range(4, 10)
-    },
+    **{"S" * n: _fraction_token(n) for n in range(4, 10)},
     # offset.js, timezone.js (moment-timezone: z and zz are both the abbreviation)
     "Z": lambda m: m.offset(":"),
     "ZZ": lambda m: m.offset(""),
@@ -279,6 +283,7 @@ _TOKENS: dict[str, _TokenFn] = {
 
 def _expand_format(fmt: str) -> str:
     """``expandFormat``: replace locale tokens, at most 6 passes like moment."""
+
     def replace(match: re.Match[str]) -> str:
         return _LONG_DATE_FORMATS.get(match.group(0), match.group(0))
 
@@ -307,7 +312,7 @@ def format_moment(dt: datetime, fmt: str = "") -> str:
     at all (only line terminators), where moment itself throws a TypeError.
     """
     if dt.tzinfo is None or dt.utcoffset() is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     mom = _Moment(dt)
     if not fmt:
         fmt = DEFAULT_FORMAT_UTC if mom.offset_seconds == 0 else DEFAULT_FORMAT
@@ -368,6 +373,5 @@ def in_zone(dt: datetime, tz_name: str = DEFAULT_ZONE) -> datetime:
     on GitHub-hosted runners; we refuse instead so a typo is a config error.)
     """
     if dt.tzinfo is None or dt.utcoffset() is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(_zone(tz_name))
-

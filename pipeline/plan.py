@@ -15,7 +15,12 @@ from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import InfraError, PipelineError
 from pipeline.stage import Stage, StageResult
+from pipeline.stages.build import Build
+from pipeline.stages.copy import Copy
+from pipeline.stages.report import Report
+from pipeline.stages.tag import Tag
 from pipeline.stages.tags import Tags
+from pipeline.stages.verify import Verify
 
 
 @dataclass(frozen=True)
@@ -42,15 +47,14 @@ class Pending:
 
 RELEASE: tuple[Stage, ...] = (
     Tags(),
-    Pending("build", "Build every platform with buildx and push the candidate to staging by digest.", 3,
-            "build", ("docker", "buildx")),
+    Build(),
     Pending("scan", "Scan every platform of the staged digest with Trivy and apply the gate policy.", 4,
             "scan", ("trivy",)),
-    Pending("copy", "Copy the index by digest from staging to every release registry.", 3, "copy_"),
+    Copy(),
     Pending("sign", "Sign the digest in every release registry with cosign.", 5, "sign", ("cosign",)),
-    Pending("tag", "Write the release tags in every registry, last.", 3, "tag"),
-    Pending("verify", "Check that every release tag resolves to the signed digest.", 5, "verify", ("cosign",)),
-    Pending("report", "Write dist/release.json and the CI summaries.", 3),
+    Tag(),
+    Verify(),
+    Report(),
 )
 
 
@@ -94,11 +98,14 @@ class Runner:
         self.results: list[StageResult] = []
 
     def run(self, stages: tuple[Stage, ...] = RELEASE) -> list[StageResult]:
+        failed = False
         for stage in stages:
+            if failed and not getattr(stage, "always", False):
+                continue
             result = self.run_one(stage)
             self.results.append(result)
-            if result.status == "failed":
-                break
+            self.ctx.results.append(result)
+            failed = failed or result.status == "failed"
         return self.results
 
     def run_one(self, stage: Stage) -> StageResult:

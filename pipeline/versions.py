@@ -52,7 +52,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Union
 
 __all__ = [
     "MAX_LENGTH",
@@ -67,7 +66,7 @@ __all__ = [
 
 #: A value as JavaScript holds it after ``Number()``: an exact ``int`` when the
 #: double is finite (always an integer here), or ``math.inf`` on overflow.
-JsNumber = Union[int, float]
+JsNumber = int | float
 
 # --------------------------------------------------------------------------- #
 # JavaScript number semantics

@@ -168,6 +168,13 @@ class Git:
             path = ""
         return self._out("rev-parse", "--verify", "-q", f"HEAD:{path}") or None
 
+    def is_clean(self, path: str) -> bool | None:
+        """True when ``path`` has no uncommitted or untracked changes; None outside a repository."""
+        out = self._out("status", "--porcelain", "--untracked-files=all", "--", path or ".")
+        if out is None:
+            return None
+        return out == ""
+
 
 def _safe_rev(value: str) -> bool:
     """Refuse values git would read as an option (argument injection)."""

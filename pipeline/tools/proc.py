@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline import log
 from pipeline.errors import ToolError
@@ -75,3 +75,59 @@ def run(
         detail = _last_line(err) or _last_line(out) or f"exit status {cp.returncode}"
         raise ToolError(f"{what}: {tool} failed: {detail}", tool=tool, returncode=cp.returncode, stderr=err)
     return result
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = 3600,
+    cwd: str | os.PathLike[str] | None = None,
+    what: str | None = None,
+    keep: int = 200,
+) -> Completed:
+    """Run ``argv`` with stdout+stderr merged and forwarded line by line (live progress).
+
+    The last ``keep`` lines are kept (scrubbed) for the error message and the
+    result. Raises :class:`ToolError` on a non-zero exit or timeout.
+    """
+    import collections
+    import threading
+
+    argv = [str(a) for a in argv]
+    tool = os.path.basename(argv[0])
+    what = what or tool
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    if shutil.which(argv[0]) is None:
+        raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
+                        tool=tool)
+    tail: collections.deque[str] = collections.deque(maxlen=keep)
+    try:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             text=True, env=full_env, cwd=cwd, bufsize=1, errors="replace")
+    except OSError as exc:
+        raise ToolError(f"{what}: cannot start '{tool}': {exc.strerror}", tool=tool) from None
+    timer = threading.Timer(timeout, p.kill) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        assert p.stdout is not None
+        for raw in p.stdout:
+            line = log.scrub(raw.rstrip("\n"))
+            tail.append(line)
+            if on_line:
+                on_line(line)
+        code = p.wait()
+    finally:
+        if timer:
+            timer.cancel()
+    text = "\n".join(tail)
+    if code != 0:
+        if code < 0 and timer is not None and not timer.is_alive() and timeout:
+            raise ToolError(f"{what}: '{tool}' did not finish within {timeout:.0f}s", tool=tool)
+        raise ToolError(f"{what}: {tool} failed: {_last_line(text) or f'exit status {code}'}", tool=tool,
+                        returncode=code, stderr=text)
+    return Completed(tuple(log.scrub(a) for a in argv), code, text, "")

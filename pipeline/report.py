@@ -1,0 +1,123 @@
+"""The release manifest (``dist/release.json``) and the human / CI summaries built from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.stage import StageResult
+
+MANIFEST_VERSION = 1
+
+
+def release_manifest(ctx: Any, results: list[StageResult]) -> dict[str, Any]:
+    """Everything a later tool (inventory, prune, CI outputs) needs to know about this release."""
+    out = ctx.outputs
+    tags = out.get("tags")
+    build = out.get("build")
+    copy = out.get("copy")
+    tag = out.get("tag")
+    registries: list[dict[str, Any]] = []
+    for reg in ctx.config.release_registries:
+        repo = reg.repository(ctx.config.image.name)
+        entry: dict[str, Any] = {"name": reg.name, "url": reg.url, "repository": repo,
+                                 "image": reg.image(ctx.config.image.name)}
+        if build:
+            entry["digest"] = build.digest if (copy and reg.name in copy.copied) else None
+            entry["platforms"] = dict(build.platforms) if entry["digest"] else {}
+        if copy and reg.name in copy.copied:
+            entry["copy"] = dict(copy.copied[reg.name].stats)
+        if copy and reg.name in copy.failed:
+            entry["error"] = copy.failed[reg.name]
+        if tag:
+            entry["tags_written"] = tag.written.get(reg.name, [])
+            entry["tags_present"] = tag.present.get(reg.name, [])
+        registries.append(entry)
+    failed = [r for r in results if r.status == "failed"]
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "status": "failed" if failed else "ok",
+        "error": failed[0].detail if failed else None,
+        "image": ctx.config.image.name,
+        "version": tags.result.version if tags else None,
+        "tags": list(tags.result.tags) if tags else [],
+        "digest": build.digest if build else None,
+        "platforms": dict(build.platforms) if build else {},
+        "candidate": ({"registry": build.registry, "repository": build.repository, "tag": build.candidate_tag,
+                       "reused": build.reused, "key": build.key, "base_image": build.base_image} if build else None),
+        "registries": registries,
+        "labels": dict(tags.result.labels) if tags else {},
+        "context": ctx.ci.to_dict(),
+        "stages": [r.to_dict() for r in results],
+        "outputs": {k: _plain(v) for k, v in out.items() if k not in ("tags", "build", "copy", "tag")},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items() if not isinstance(v, bytes)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    return value
+
+
+def write_manifest(data: dict[str, Any], dist: Path) -> Path:
+    dist.mkdir(parents=True, exist_ok=True)
+    path = dist / "release.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def markdown_summary(data: dict[str, Any]) -> str:
+    """A step summary for GitHub (and a readable artifact elsewhere)."""
+    icon = "✅" if data["status"] == "ok" else "❌"
+    lines = [f"## {icon} Release of `{data['image']}` {data.get('version') or ''}".rstrip(), ""]
+    if data.get("error"):
+        lines += [f"**Failed:** {data['error']}", ""]
+    if data.get("digest"):
+        lines += [f"Digest: `{data['digest']}`", ""]
+    if data.get("tags"):
+        lines += ["Tags: " + ", ".join(f"`{t}`" for t in data["tags"]), ""]
+    lines += ["| registry | image | digest | tags written |", "|---|---|---|---|"]
+    for reg in data["registries"]:
+        digest = (reg.get("digest") or "–")[:19]
+        written = ", ".join(reg.get("tags_written") or []) or ("(already there)" if reg.get("tags_present") else "–")
+        lines.append(f"| {reg['name']} | `{reg['image']}` | `{digest}` | {written} |")
+    lines += ["", "| stage | status | seconds |", "|---|---|---|"]
+    for st in data["stages"]:
+        lines.append(f"| {st['stage']} | {st['status']} | {st['seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def text_summary(data: dict[str, Any]) -> str:
+    """The terminal table (rich), plain when not a terminal."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = StringIO()
+    console = Console(file=buf, width=120, no_color=True, highlight=False)
+    title = f"release {data['image']} {data.get('version') or ''}: {data['status']}"
+    table = Table(title=title, show_lines=False)
+    for col in ("registry", "image", "digest", "tags written", "tags present"):
+        table.add_column(col)
+    for reg in data["registries"]:
+        table.add_row(reg["name"], reg["image"], (reg.get("digest") or "-")[:19],
+                      ", ".join(reg.get("tags_written") or []) or "-", ", ".join(reg.get("tags_present") or []) or "-")
+    console.print(table)
+    stages = Table(show_header=True)
+    for col in ("stage", "status", "seconds", "detail"):
+        stages.add_column(col)
+    for st in data["stages"]:
+        stages.add_row(st["stage"], st["status"], f"{st['seconds']:.2f}", st["detail"][:70])
+    console.print(stages)
+    return buf.getvalue().rstrip()

@@ -1,0 +1,146 @@
+"""buildx: the argv of a build is a pure function of a BuildSpec; python-on-whales inspects builders.
+
+Builds run through the one subprocess chokepoint (``proc.stream``) so progress
+is shown live on a terminal and as plain lines in CI, and errors become one
+line naming the Dockerfile, platform or registry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ToolError
+from pipeline.tools import proc
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    context: str
+    dockerfile: str
+    platforms: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    builder: str | None = None
+    push: bool = True
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    provenance: bool = False
+    progress: str = "auto"
+    metadata_file: str = ""
+
+
+def build_argv(spec: BuildSpec) -> list[str]:
+    """``docker buildx build …`` for a spec. Pure: tested by equality."""
+    argv = ["docker", "buildx", "build"]
+    if spec.builder:
+        argv += ["--builder", spec.builder]
+    argv += ["--file", spec.dockerfile, "--platform", ",".join(spec.platforms)]
+    argv += [f"--progress={spec.progress}", f"--provenance={'mode=max' if spec.provenance else 'false'}"]
+    if spec.target:
+        argv += ["--target", spec.target]
+    for key, value in spec.build_args:
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in spec.labels:
+        argv += ["--label", f"{key}={value}"]
+    for key, value in spec.annotations:
+        argv += ["--annotation", f"{key}={value}"]
+    for tag in spec.tags:
+        argv += ["--tag", tag]
+    for cache in spec.cache_from:
+        argv += ["--cache-from", cache]
+    for cache in spec.cache_to:
+        argv += ["--cache-to", cache]
+    if spec.metadata_file:
+        argv += ["--metadata-file", spec.metadata_file]
+    if spec.push:  # OCI media types: annotations need them, and split merges produce an OCI index too
+        argv += ["--output", "type=image,push=true,oci-mediatypes=true"]
+    argv.append(spec.context)
+    return argv
+
+
+@dataclass(frozen=True)
+class BuilderInfo:
+    name: str
+    driver: str
+    platforms: tuple[str, ...] = field(default_factory=tuple)
+
+
+def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = None) -> BuilderInfo:
+    """Name, driver and platforms of a buildx builder (python-on-whales)."""
+    from python_on_whales import DockerClient
+    from python_on_whales.exceptions import DockerException
+
+    if proc.which("docker") is None:
+        raise ToolError("build: the docker client is not installed; run 'pipeline doctor --install'", tool="docker")
+    try:
+        client = DockerClient(client_config=None)
+        if env and env.get("DOCKER_CONFIG"):
+            client = DockerClient(config=env["DOCKER_CONFIG"])
+        info = client.buildx.inspect(builder)
+    except DockerException as exc:
+        text = " ".join((exc.stderr or str(exc)).split())
+        if "is not a docker command" in text or "unknown command" in text.lower():
+            raise ToolError("build: docker buildx is not installed; run 'pipeline doctor --install'",
+                            tool="buildx") from None
+        if "Cannot connect" in text or "docker daemon" in text.lower():
+            raise ToolError("build: the docker engine is not running; run 'pipeline doctor --install' "
+                            "or start dockerd", tool="docker") from None
+        raise ToolError(f"build: cannot inspect buildx builder {builder or '(default)'}: {text[-300:]}",
+                        tool="buildx") from None
+    platforms: list[str] = []
+    for node in info.nodes or []:
+        for p in node.platforms or []:
+            if p not in platforms:
+                platforms.append(p)
+    return BuilderInfo(info.name, info.driver, tuple(platforms))
+
+
+def unsupported_platforms(wanted: Sequence[str], supported: Sequence[str]) -> list[str]:
+    """Platforms the builder does not list (``linux/arm64`` matches ``linux/arm64/v8``)."""
+    norm = {p.removesuffix("/v8") for p in supported} | set(supported)
+    return [p for p in wanted if p not in norm and p.removesuffix("/v8") not in norm]
+
+
+_LOCATION = re.compile(r"^(\S*[Dd]ockerfile\S*):(\d+)$")
+
+
+def summarize_failure(output: str, dockerfile: str) -> str:
+    """One line from a failed build's output: ``<dockerfile>:<line>: <the ERROR line>``."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    error = next((ln for ln in reversed(lines) if ln.startswith("ERROR:")), "")
+    if not error:
+        error = lines[-1] if lines else "build failed"
+    error = re.sub(r"^ERROR:\s*", "", error)
+    line_no = next((m.group(2) for ln in reversed(lines) if (m := _LOCATION.match(ln))), None)
+    if "exec format error" in output:
+        error += " (the builder cannot run this platform: install qemu-user-static/binfmt or use a native builder)"
+    where = f"{dockerfile}:{line_no}" if line_no else dockerfile
+    return f"{where}: {error}"[:600]
+
+
+def run_build(spec: BuildSpec, *, env: Mapping[str, str] | None = None, on_line: Callable[[str], None] | None = None,
+              timeout: float = 3600) -> dict[str, Any]:
+    """Run the build; return the parsed ``--metadata-file`` (``containerimage.digest`` etc.)."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-build-") as tmp:
+        meta = Path(tmp) / "metadata.json"
+        spec = BuildSpec(**{**spec.__dict__, "metadata_file": str(meta)})
+        try:
+            proc.stream(build_argv(spec), env=env, on_line=on_line, timeout=timeout, what="build")
+        except ToolError as exc:
+            if exc.returncode is None:
+                raise
+            raise ToolError(f"build: {summarize_failure(exc.stderr, spec.dockerfile)}", tool="buildx",
+                            returncode=exc.returncode, stderr=exc.stderr) from None
+        try:
+            return json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise ToolError("build: buildx wrote no metadata file (is buildx older than 0.6?)", tool="buildx") from None
