@@ -158,7 +158,7 @@ def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, n
     ctx = make_context(args, env)
     serve_local(ctx.config)
     stages = RELEASE if names is None else tuple(s for s in RELEASE if s.name in names)
-    results = Runner(ctx).run(stages)
+    results = Runner(ctx, crash_after=env.get("PIPELINE_CRASH_AFTER") or None).run(stages)
     failed = [r for r in results if r.status == "failed"]
     data = release_manifest(ctx, results)
     _emit(data, args.format, lambda: text_summary(data), out)

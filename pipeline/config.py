@@ -28,7 +28,7 @@ IMAGE_NAME = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]
 # Keys whose value would be the secret itself. The message names the *_env alternative.
 SECRET_KEYS = {"password": "password_env", "token": "token_env", "secret": "secret_env",
                "access_key": "access_key_env", "secret_key": "secret_key_env", "api_key": "api_key_env",
-               "private_key": "key (a path, env://VAR or a KMS URI)", "auth": "username_env/password_env"}
+               "private_key": "key (a path, env://VAR or a KMS URI)"}
 # Values that look like credentials whatever the key is called.
 SECRET_VALUES = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "private key material"),

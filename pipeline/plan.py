@@ -7,6 +7,8 @@ from the code that runs, never from a separate dry-run path.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -93,9 +95,12 @@ class Runner:
 
     stop_on_failure: ClassVar[bool] = True
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, crash_after: str | None = None) -> None:
         self.ctx = ctx
         self.results: list[StageResult] = []
+        # Fault injection for crash tests (PIPELINE_CRASH_AFTER): the process is killed
+        # outright after this stage, as a power cut or an OOM kill would.
+        self.crash_after = crash_after
 
     def run(self, stages: tuple[Stage, ...] = RELEASE) -> list[StageResult]:
         failed = False
@@ -106,6 +111,8 @@ class Runner:
             self.results.append(result)
             self.ctx.results.append(result)
             failed = failed or result.status == "failed"
+            if self.crash_after == stage.name:
+                os.kill(os.getpid(), signal.SIGKILL)
         return self.results
 
     def run_one(self, stage: Stage) -> StageResult:

@@ -138,6 +138,9 @@ def run_build(spec: BuildSpec, *, env: Mapping[str, str] | None = None, on_line:
         except ToolError as exc:
             if exc.returncode is None:
                 raise
+            if "is not a docker command" in exc.stderr:
+                raise ToolError("build: docker buildx is not installed; run 'pipeline doctor --install'",
+                                tool="buildx") from None
             raise ToolError(f"build: {summarize_failure(exc.stderr, spec.dockerfile)}", tool="buildx",
                             returncode=exc.returncode, stderr=exc.stderr) from None
         try:
