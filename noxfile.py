@@ -76,3 +76,10 @@ def release(session: nox.Session) -> None:
     _install(session)
     _bootstrap(session)
     _pipeline(session, "release")
+
+
+@nox.session(default=False)
+def registry(session: nox.Session) -> None:
+    """A self-hosted registry: nox -s registry -- start|stop|status|adduser NAME [--auth] [--port N]."""
+    _install(session)
+    _pipeline(session, "registry")

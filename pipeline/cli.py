@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--platform", metavar="OS/ARCH", help="build only this platform (split mode, one CI runner each)")
     p.add_argument("--digest-out", metavar="DIR", help="write the platform's digest file here (for release --from-digests)")
+    p = sub.add_parser("registry", help="run a self-hosted distribution registry: start | stop | status | adduser")
+    p.add_argument("action", choices=("start", "stop", "status", "adduser"))
+    p.add_argument("user", nargs="?", help="adduser: the user name (password from stdin or $PIPELINE_REGISTRY_PASSWORD)")
+    p.add_argument("--name", default="local", help="instance name (default: local)")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--data-dir", metavar="DIR", help="where images are kept (default: .pipeline/registry/NAME/data)")
+    p.add_argument("--auth", action="store_true", help="require htpasswd (bcrypt) authentication")
+    p.add_argument("--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
+    p.add_argument("--no-delete", action="store_true", help="refuse deletes (default: deletes enabled)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p = sub.add_parser("doctor", help="check (and with --install, install) the external tools")
     _common(p)
     p.add_argument("--install", action="store_true",
@@ -202,6 +213,52 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     return EXIT_OK
 
 
+def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline.tools import localregistry
+
+    state_root = localregistry.DEFAULT_STATE_ROOT
+    htpasswd = state_root / args.name / "htpasswd"
+    if args.action == "adduser":
+        if not args.user:
+            raise UsageError("pipeline registry adduser: the user name is needed (pipeline registry adduser NAME)")
+        password = env.get("PIPELINE_REGISTRY_PASSWORD") or (sys.stdin.readline().rstrip("\n")
+                                                             if not sys.stdin.isatty() else "")
+        if not password:
+            raise UsageError("pipeline registry adduser: give the password on stdin or in"
+                             " PIPELINE_REGISTRY_PASSWORD (never on the command line)")
+        log.register_secret(password)
+        localregistry.add_user(htpasswd, args.user, password)
+        out.write(f"user {args.user} added to {htpasswd} (restart the registry with --auth to require it)\n")
+        return EXIT_OK
+    if args.action == "stop":
+        stopped = localregistry.stop(args.name, state_root=state_root)
+        out.write(f"registry {args.name}: {'stopped' if stopped else 'was not running'}\n")
+        return EXIT_OK
+    if args.action == "start":
+        if args.auth and not htpasswd.exists():
+            raise UsageError(f"pipeline registry start --auth: no users yet; run 'pipeline registry adduser NAME'"
+                             f" first ({htpasswd})")
+        inst = localregistry.start(args.name, port=args.port, state_root=state_root, bind=args.bind,
+                                   data_dir=Path(args.data_dir) if args.data_dir else None,
+                                   htpasswd=htpasswd if args.auth else None, delete=not args.no_delete,
+                                   tls=args.tls)
+    else:
+        inst = localregistry.status(args.name, state_root=state_root)
+    data = ({"name": args.name, "running": False} if inst is None else
+            {"name": inst.name, "running": True, "address": inst.host, "pid": inst.pid, "data_dir": str(inst.data_dir),
+             "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend})
+
+    def text() -> str:
+        if inst is None:
+            return f"registry {args.name}: not running"
+        return (f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in {inst.data_dir};"
+                f" auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
+                f"tls {'on' if inst.tls else 'off'}")
+
+    _emit(data, args.format, text, out)
+    return EXIT_OK if inst is not None or args.action != "status" else 3
+
+
 class _Failed(PipelineError):
     """A command that already printed its result and now only needs its exit code."""
 
@@ -215,6 +272,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str], TextIO], in
     "plan": cmd_plan,
     "release": cmd_release,
     "build": cmd_build,
+    "registry": cmd_registry,
     "doctor": cmd_doctor,
 }
 

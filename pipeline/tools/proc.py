@@ -43,11 +43,15 @@ def run(
     cwd: str | os.PathLike[str] | None = None,
     check: bool = True,
     what: str | None = None,
+    secret_output: bool = False,
 ) -> Completed:
     """Run ``argv``; raise :class:`ToolError` with a one-line message on failure.
 
     ``env`` entries are added to the current environment (values registered as
     secrets when their names look secret). ``what`` names the action in errors.
+    ``secret_output=True`` is for tools whose stdout *is* a secret (credential
+    helpers, token commands): stdout is returned unscrubbed, so the caller gets
+    the real value, and it is never put into an error message.
     """
     argv = [str(a) for a in argv]
     tool = os.path.basename(argv[0])
@@ -68,11 +72,11 @@ def run(
         raise ToolError(f"{what}: '{tool}' did not finish within {timeout:.0f}s", tool=tool) from None
     except OSError as exc:
         raise ToolError(f"{what}: cannot start '{tool}': {exc.strerror}", tool=tool) from None
-    out = log.scrub(cp.stdout or "")
+    out = (cp.stdout or "") if secret_output else log.scrub(cp.stdout or "")
     err = log.scrub(cp.stderr or "")
     result = Completed(tuple(log.scrub(a) for a in argv), cp.returncode, out, err)
     if check and cp.returncode != 0:
-        detail = _last_line(err) or _last_line(out) or f"exit status {cp.returncode}"
+        detail = _last_line(err) or ("" if secret_output else _last_line(out)) or f"exit status {cp.returncode}"
         raise ToolError(f"{what}: {tool} failed: {detail}", tool=tool, returncode=cp.returncode, stderr=err)
     return result
 

@@ -3,30 +3,33 @@
 Credentials come from the docker config (``auths``, ``credsStore``,
 ``credHelpers`` via ``docker-credential-*``) or from named environment
 variables. Basic and Bearer-token challenges are answered as the distribution
-spec describes. Blobs are streamed, never held whole in memory. Every call runs
-under the one retry policy; errors are :class:`RegistryError` and say whether
-they are temporary.
+spec describes (``docs/spec/auth/token.md``): the challenge is learnt once per
+registry from ``GET /v2/`` and credentials are attached *before* a request is
+sent, so a streamed body is never sent unauthenticated. Blobs are streamed,
+never held whole in memory. Every verb runs under the one retry policy; errors
+are :class:`RegistryError` and say whether they are temporary.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
-import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, Self, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from pipeline import log, retry
-from pipeline.errors import InfraError
+from pipeline.errors import InfraError, ToolError
 from pipeline.tools import proc
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -37,20 +40,39 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join(MANIFEST_TYPES)
 CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's recommended manifest size limit
 DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # where `docker login` stores Docker Hub credentials
+DEFAULT_TOKEN_SECONDS = 60  # token.md: when expires_in is absent, the token lives 60 seconds
+DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+_LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
+T = TypeVar("T")
 
 
 class RegistryError(InfraError):
-    """A registry said no, or could not be reached. ``temporary`` drives the retry policy."""
+    """A registry said no, or could not be reached. ``temporary`` drives the retry policy.
+
+    The message is one line, starts with ``registry <name>:`` and is scrubbed of
+    every registered secret.
+    """
 
     def __init__(self, registry: str, message: str, *, status: int | None = None, code: str | None = None,
                  temporary: bool = False, retry_after: float | None = None) -> None:
+        message = " ".join(log.scrub(message).split())
         super().__init__(f"registry {registry}: {message}")
         self.registry = registry
+        self.detail = message
         self.status = status
         self.code = code
         self.temporary = temporary
         self.retry_after = retry_after
+
+    def gave_up(self, attempts: int) -> RegistryError:
+        """The same error after the retry policy gave up: final, so no outer retry multiplies it."""
+        plural = "s" if attempts != 1 else ""
+        return type(self)(self.registry, f"{self.detail} (gave up after {attempts} attempt{plural})",
+                          status=self.status, code=self.code, temporary=False)
 
 
 class NotFound(RegistryError):
@@ -59,11 +81,15 @@ class NotFound(RegistryError):
 
 @dataclass(frozen=True)
 class Credentials:
+    """Username and password, or an identity (refresh) token for the OAuth2 token flow."""
+
     username: str
-    password: str
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         log.register_secret(self.password)
+        log.register_secret(self.identity_token)
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger
         return f"Credentials(username={self.username!r}, password='***')"
@@ -76,59 +102,135 @@ class Descriptor:
     size: int
 
 
+def is_digest(reference: str) -> bool:
+    return bool(DIGEST_RE.match(reference))
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def _matches_digest(data: bytes, digest: str) -> bool:
+    algorithm = digest.split(":", 1)[0]
+    return algorithm in ("sha256", "sha512") and digest_of(data, algorithm) == digest
+
+
 # --------------------------------------------------------------------------- credentials
+
+_helper_cache: dict[tuple[str, str], Credentials | None] = {}
+_helper_lock = threading.Lock()
 
 
 def docker_config_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME") or Path.home()) / ".docker")
 
 
-def _auth_keys(host: str) -> list[str]:
+def _hostname(key: str) -> str:
+    """docker's ConvertToHostname: ``https://host:5000/v1/`` → ``host:5000``."""
+    return key.removeprefix("http://").removeprefix("https://").split("/", 1)[0]
+
+
+def _same_registry(key: str, host: str) -> bool:
+    name = _hostname(key)
     if host in DOCKER_HUB_HOSTS:
-        return ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
+        return name in DOCKER_HUB_HOSTS
+    return name == host
+
+
+def _auth_keys(host: str) -> list[str]:
+    """Config keys to try, in order, for ``host`` (Docker Hub has several aliases)."""
+    if host in DOCKER_HUB_HOSTS:
+        return [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "registry-1.docker.io", "https://index.docker.io"]
     return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
 
 
-def _from_helper(helper: str, host: str) -> Credentials | None:
-    result = proc.run([f"docker-credential-{helper}", "get"], input=host, check=False,
-                      what=f"credential helper {helper} for {host}", timeout=60)
-    if result.returncode != 0:
-        return None
-    try:
-        data = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        return None
-    if data.get("Username") == "<token>":
-        return None  # identity tokens need an OAuth exchange; treat as anonymous
-    return Credentials(data.get("Username", ""), data.get("Secret", ""))
+def _ordered_keys(mapping: Mapping[str, Any], host: str) -> list[str]:
+    """Exact aliases first, then any other key that names the same host (docker normalises keys)."""
+    exact = [k for k in _auth_keys(host) if k in mapping]
+    return exact + [k for k in mapping if k not in exact and _same_registry(k, host)]
+
+
+def _run_helper(helper: str, server: str) -> tuple[int, str]:
+    """``docker-credential-<helper> get`` with ``server`` on stdin → (exit status, stdout).
+
+    The helper's stdout is the secret itself, so it is read unscrubbed
+    (``secret_output``): a password this process already knows must not read
+    back as ``***``.
+    """
+    tool = f"docker-credential-{helper}"
+    what = f"credential helper {helper} for {server}"
+    if proc.which(tool) is None:
+        raise ToolError(f"{what}: '{tool}' is not installed (named by the docker config)", tool=tool)
+    done = proc.run([tool, "get"], input=server, check=False, timeout=60, what=what, secret_output=True)
+    return done.returncode, done.stdout
+
+
+def _from_helper(helper: str, server: str) -> Credentials | None:
+    """The helper's credentials for ``server``; None when it has none. Cached per process."""
+    key = (helper, server)
+    with _helper_lock:
+        if key in _helper_cache:
+            return _helper_cache[key]
+    code, stdout = _run_helper(helper, server)
+    found: Credentials | None = None
+    if code == 0:
+        try:
+            data = json.loads(stdout)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("Secret"):
+            secret = str(data["Secret"])
+            if data.get("Username") == "<token>":
+                found = Credentials("<token>", "", identity_token=secret)
+            else:
+                found = Credentials(str(data.get("Username") or ""), secret)
+    with _helper_lock:
+        _helper_cache[key] = found
+    return found
+
+
+def _from_auths_entry(entry: Mapping[str, Any]) -> Credentials | None:
+    if entry.get("identitytoken"):
+        return Credentials(str(entry.get("username") or "<token>"), "", identity_token=str(entry["identitytoken"]))
+    if entry.get("auth"):
+        try:
+            user, sep, password = base64.b64decode(entry["auth"], validate=False).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if sep and password:
+            return Credentials(user, password)
+    if entry.get("username") and entry.get("password"):
+        return Credentials(str(entry["username"]), str(entry["password"]))
+    return None
 
 
 def credentials_from_docker_config(host: str, env: Mapping[str, str]) -> Credentials | None:
-    """Look ``host`` up in the docker config the way the docker CLI does."""
+    """Look ``host`` up in the docker config the way the docker CLI does.
+
+    Order: ``credHelpers`` for the host, then ``credsStore``, then the inline
+    ``auths`` entry (base64 ``user:password`` or an identity token).
+    """
     path = docker_config_dir(env) / "config.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    keys = _auth_keys(host)
+    if not isinstance(data, dict):
+        return None
     helpers = data.get("credHelpers") or {}
-    for key in keys:
-        if key in helpers:
-            return _from_helper(helpers[key], key)
-    auths = data.get("auths") or {}
-    for key in keys:
-        entry = auths.get(key)
-        if entry and entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            return Credentials(user, password)
+    for key in _ordered_keys(helpers, host):
+        return _from_helper(helpers[key], key)
     if data.get("credsStore"):
-        for key in keys:
+        for key in _auth_keys(host):
             found = _from_helper(data["credsStore"], key)
             if found:
                 return found
+    auths = data.get("auths") or {}
+    for key in _ordered_keys(auths, host):
+        entry = auths[key]
+        found = _from_auths_entry(entry) if isinstance(entry, Mapping) else None
+        if found:
+            return found
     return None
 
 
@@ -152,10 +254,19 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _merge_scopes(scope: str, extra: str) -> str:
+    """Union of two space-separated scope lists, order kept."""
+    out = scope.split()
+    for s in extra.split():
+        if s not in out:
+            out.append(s)
+    return " ".join(out)
+
+
 def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
     try:
         errors = response.json().get("errors") or []
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, httpx.ResponseNotRead):
         errors = []
     if errors and isinstance(errors, list) and isinstance(errors[0], dict):
         return errors[0].get("code"), str(errors[0].get("message") or errors[0].get("code") or "")
@@ -163,216 +274,412 @@ def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value and value.strip().isdigit():
+    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", value):
         return float(value)
-    return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _next_link(response: httpx.Response) -> str | None:
+    m = _LINK_NEXT.search(response.headers.get("Link", ""))
+    return m.group(1) if m else None
 
 
 # --------------------------------------------------------------------------- the client
 
 
 class Registry:
-    """One registry host. Thread-safe enough for parallel copies (tokens cached per scope)."""
+    """One registry host. Thread-safe enough for parallel copies (tokens cached per scope).
+
+    ``clock`` (monotonic seconds) is injectable so tests can expire tokens.
+    """
 
     def __init__(self, host: str, *, name: str | None = None, insecure: bool = False,
                  credentials: Credentials | None = None, policy: retry.RetryPolicy | None = None,
-                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
-        self.host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = DOCKER_HUB_API if host in DOCKER_HUB_HOSTS else host
         self.name = name or host
         self.insecure = insecure
         self.credentials = credentials
         self.policy = policy or retry.RetryPolicy()
+        self._clock = clock
         self._scheme: str | None = None if insecure else "https"
-        self._tokens: dict[str, str] = {}
-        self._basic = False
+        self._challenge: tuple[str, dict[str, str]] | None = None  # learnt from GET /v2/
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope → (token, expires at)
+        self._wider: dict[str, str] = {}  # scope → the scope a registry's challenge asked for instead
         self._lock = threading.Lock()
+        # insecure = docker's "insecure registry": HTTPS without verification, else plain HTTP
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
-                                   transport=transport, headers={"User-Agent": "pipeline"})
+                                   transport=transport, verify=not insecure, headers={"User-Agent": "pipeline"})
         self.counters: dict[str, int] = {"blob_uploads": 0, "blob_mounts": 0, "blob_skips": 0,
-                                         "manifest_puts": 0}
+                                         "manifest_puts": 0, "token_fetches": 0}
 
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- transport
+    def __repr__(self) -> str:
+        return f"Registry({self.host!r}, name={self.name!r})"
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] = self.counters.get(key, 0) + n
+
+    # ---- scheme and challenge discovery
 
     @property
     def base(self) -> str:
         if self._scheme is None:
-            self._scheme = self._probe_scheme()
+            self._discover()
         return f"{self._scheme}://{self.host}"
 
-    def _probe_scheme(self) -> str:
-        """Insecure registries: HTTPS when it answers, else plain HTTP (docker's behaviour)."""
-        try:
-            self.client.get(f"https://{self.host}/v2/", timeout=3.0)
-            return "https"
-        except httpx.HTTPError:
-            return "http"
+    def _discover(self) -> None:
+        """``GET /v2/`` without credentials: the scheme (insecure registries) and the auth challenge.
 
-    def _auth_header(self, scope: str) -> dict[str, str]:
+        Insecure registries try HTTPS first and fall back to plain HTTP, as docker
+        does; a TLS handshake against a plain-HTTP port fails at once. Nothing is
+        remembered when the registry cannot be reached, so a retry probes again.
+        """
+        schemes = [self._scheme] if self._scheme else ["https", "http"]
+        error: httpx.HTTPError | None = None
+        for scheme in schemes:
+            probing = len(schemes) > 1 and scheme == "https"
+            try:
+                r = self.client.get(f"{scheme}://{self.host}/v2/", timeout=3.0 if probing else httpx.USE_CLIENT_DEFAULT)
+            except httpx.HTTPError as exc:
+                error = exc
+                continue
+            challenge = self._challenge_of(r)
+            with self._lock:
+                self._scheme = scheme
+                self._challenge = challenge
+            return
+        assert error is not None
+        raise self._transport_error(error)
+
+    def _challenge_of(self, r: httpx.Response) -> tuple[str, dict[str, str]]:
+        if r.status_code == 401:
+            scheme, params = parse_challenge(r.headers.get("WWW-Authenticate", ""))
+            if scheme in ("bearer", "basic"):
+                params.pop("scope", None)
+                params.pop("error", None)
+                return scheme, params
+            return "basic", {}  # 401 without a usable challenge: Basic is all that is left
+        if r.status_code < 300:
+            return "none", {}
+        if r.status_code == 404:
+            raise RegistryError(self.name, f"{self.host} does not serve the registry API (GET /v2/ → 404)",
+                                status=404)
+        raise self._status_error(r, "ping")
+
+    # ---- credentials on requests
+
+    def _basic_header(self) -> str:
+        assert self.credentials is not None
+        raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+        value = base64.b64encode(raw).decode()
+        log.register_secret(value)
+        return "Basic " + value
+
+    def _auth_headers(self, scope: str) -> tuple[dict[str, str], bool]:
+        """Authorization for ``scope`` before sending; ``fresh`` when a token was just issued for it."""
+        if self._challenge is None:
+            self._discover()
+        assert self._challenge is not None
+        scheme, params = self._challenge
+        if scheme == "bearer":
+            scope = self._wider.get(scope, scope)
+            with self._lock:
+                cached = self._tokens.get(scope)
+            if cached and cached[1] > self._clock():
+                return {"Authorization": f"Bearer {cached[0]}"}, False
+            return {"Authorization": f"Bearer {self._fetch_token(params, scope)}"}, True
+        if scheme == "basic":
+            if not self.credentials or not self.credentials.password:
+                raise RegistryError(self.name, "authentication required and no credentials configured"
+                                    " (docker login, or username_env/password_env in the config)", status=401)
+            return {"Authorization": self._basic_header()}, False
+        return {}, False
+
+    def _forget(self, scope: str) -> None:
         with self._lock:
-            token = self._tokens.get(scope)
-        if token:
-            return {"Authorization": f"Bearer {token}"}
-        if self._basic and self.credentials:
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        return {}
+            self._tokens.pop(self._wider.get(scope, scope), None)
 
-    def _fetch_token(self, params: dict[str, str], scope: str) -> str:
+    def _fetch_token(self, params: Mapping[str, str], scope: str) -> str:
+        """Ask the token service for ``scope`` (space-separated; each becomes one ``scope`` parameter)."""
         realm = params.get("realm")
         if not realm:
             raise RegistryError(self.name, "Bearer challenge without a realm")
-        query: list[tuple[str, str]] = []
-        if params.get("service"):
-            query.append(("service", params["service"]))
-        for s in scope.split(" "):
-            if s:
-                query.append(("scope", s))
-        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        scopes = scope.split()
+        creds = self.credentials
         try:
-            r = self.client.get(realm, params=query, auth=auth)
+            if creds and creds.identity_token:  # OAuth2 refresh-token grant (docs/spec/auth/oauth.md)
+                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "pipeline", "access_type": "offline"}
+                if params.get("service"):
+                    form["service"] = params["service"]
+                if scopes:
+                    form["scope"] = " ".join(scopes)
+                r = self.client.post(realm, data=form)
+            else:
+                query: list[tuple[str, str | int | float | bool | None]] = (
+                    [("service", params["service"])] if params.get("service") else [])
+                query += [("scope", s) for s in scopes]
+                auth = (creds.username, creds.password) if creds and creds.password else None
+                r = self.client.get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._transport_error(exc, urlsplit(realm).netloc or self.host) from None
+        self._count("token_fetches")
         if r.status_code in (401, 403):
-            raise RegistryError(self.name, "authentication failed: the token service refused the credentials"
-                                " (check the username/password or token for this registry)", status=r.status_code)
+            if not creds:
+                raise RegistryError(self.name, "authentication required: the token service refused anonymous"
+                                    " access; configure credentials (docker login, or username_env/password_env)",
+                                    status=r.status_code)
+            raise RegistryError(self.name, f"authentication failed for user '{creds.username}': the token service"
+                                " refused the credentials (wrong username or password/token?)", status=r.status_code)
         if r.status_code >= 400:
             raise self._status_error(r, "token request")
-        data = r.json()
-        token = data.get("token") or data.get("access_token")
-        if not token:
-            raise RegistryError(self.name, "token service answered without a token")
+        try:
+            data = r.json()
+        except ValueError:
+            data = {}
+        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
+        if not token or not isinstance(token, str):
+            raise RegistryError(self.name, "the token service answered without a token")
         log.register_secret(token)
+        try:
+            lifetime = float(data.get("expires_in") or DEFAULT_TOKEN_SECONDS)
+        except (TypeError, ValueError):
+            lifetime = DEFAULT_TOKEN_SECONDS
+        margin = min(10.0, lifetime / 4)  # renew a little early
         with self._lock:
-            self._tokens[scope] = token
+            self._tokens[scope] = (token, self._clock() + lifetime - margin)
+        log.get().debug("registry.token_fetched", registry=self.name, scope=scope)
         return token
 
-    def _transport_error(self, exc: httpx.HTTPError) -> RegistryError:
+    # ---- errors
+
+    def _transport_error(self, exc: httpx.HTTPError, host: str | None = None) -> RegistryError:
+        host = host or self.host
         kind = type(exc).__name__
+        detail = log.scrub(str(exc)) or kind
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in detail:
+            return RegistryError(self.name, f"TLS certificate of {host} is not trusted ({detail}); add the CA to the"
+                                 " system store or mark the registry insecure in the config")
         if isinstance(exc, httpx.ConnectError):
-            return RegistryError(self.name, f"cannot connect to {self.host} ({log.scrub(str(exc)) or kind})",
-                                 temporary=True)
+            return RegistryError(self.name, f"cannot connect to {host} ({detail})", temporary=True)
         if isinstance(exc, httpx.TimeoutException):
-            return RegistryError(self.name, f"{self.host} timed out ({kind})", temporary=True)
-        return RegistryError(self.name, f"connection to {self.host} failed ({kind})", temporary=True)
+            return RegistryError(self.name, f"{host} timed out ({kind})", temporary=True)
+        return RegistryError(self.name, f"connection to {host} failed ({kind}: {detail})", temporary=True)
 
     def _status_error(self, r: httpx.Response, what: str) -> RegistryError:
         code, message = _error_detail(r)
         status = r.status_code
         if status == 404:
             return NotFound(self.name, f"{what}: not found ({code or 'NOT_FOUND'})", status=status, code=code)
-        if status in (401, 403):
-            return RegistryError(self.name, f"{what}: access denied ({code or status}); check the credentials"
-                                 " and that they may push/pull this repository", status=status, code=code)
+        if status == 403:
+            return RegistryError(self.name, f"{what}: access denied ({code or status}); check that the credentials"
+                                 " may push/pull this repository", status=status, code=code)
         if status == 429:
-            return RegistryError(self.name, f"{what}: rate limited (429 TOOMANYREQUESTS)", status=status,
+            return RegistryError(self.name, f"{what}: rate limited (429 {code or 'TOOMANYREQUESTS'})", status=status,
                                  code=code, temporary=True, retry_after=_retry_after(r))
-        if status >= 500:
+        if status == 408 or (status >= 500 and status not in (501, 505)):
             return RegistryError(self.name, f"{what}: server error {status} {message}", status=status, code=code,
                                  temporary=True, retry_after=_retry_after(r))
-        return RegistryError(self.name, f"{what}: {status} {code or ''} {message}".strip(), status=status, code=code)
+        return RegistryError(self.name, f"{what}: {status} {code or ''} {message}", status=status, code=code)
+
+    def _auth_error(self, what: str, params: Mapping[str, str], sent: bool, scope: str) -> RegistryError:
+        if not sent or not self.credentials:
+            return RegistryError(self.name, f"{what}: authentication required and no credentials configured"
+                                 " (docker login, or username_env/password_env in the config)", status=401)
+        user = self.credentials.username
+        if params.get("error") == "insufficient_scope":
+            return RegistryError(self.name, f"{what}: access denied: user '{user}' may not {scope or 'do this'}",
+                                 status=401, code="DENIED")
+        return RegistryError(self.name, f"{what}: authentication failed for user '{user}' (wrong username or"
+                             " password?)", status=401, code="UNAUTHORIZED")
+
+    # ---- one request
 
     def request(self, method: str, path: str, *, scope: str = "", what: str = "", ok: tuple[int, ...] = (),
-                stream: bool = False, **kwargs: Any) -> httpx.Response:
-        """One request with the auth dance; no retry here (callers wrap verbs in the policy)."""
-        url = path if path.startswith("http") else self.base + path
-        for attempt in range(2):
-            headers = dict(kwargs.pop("headers", {}) or {})
-            headers.update(self._auth_header(scope))
+                stream: bool = False, headers: Mapping[str, str] | None = None, content: Any = None,
+                params: Any = None) -> httpx.Response:
+        """One request with credentials; no retry here (the verbs run under the policy).
+
+        Credentials are attached *before* the request is sent: the challenge is
+        learnt once from ``GET /v2/`` and Bearer tokens are fetched per scope and
+        cached until they expire. A 401 on a replayable request (no body, bytes)
+        is answered once from its own challenge (expired token, a scope the
+        registry wants widened, a path that wants auth although ``/v2/`` did not);
+        a 401 on a body that cannot be replayed (an iterator) drops the token and
+        raises a *temporary* error, so the caller's retry restarts the stream from
+        its source. A 401 right after fresh credentials is final: authentication failed.
+        """
+        what = what or f"{method} {urlsplit(path).path}"
+        replayable = content is None or isinstance(content, (bytes, bytearray, str))
+        url = path if "://" in path else self.base + path
+        for attempt in (1, 2):
+            auth, fresh = self._auth_headers(scope)
             try:
-                req = self.client.build_request(method, url, headers=headers, **kwargs)
+                req = self.client.build_request(method, url, headers={**(headers or {}), **auth}, content=content,
+                                                params=params)
                 r = self.client.send(req, stream=stream)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc) from None
-            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-            if r.status_code == 401 and attempt == 0 and "content" not in kwargs or (
-                    r.status_code == 401 and attempt == 0 and isinstance(kwargs.get("content"), (bytes, str))):
-                challenge = r.headers.get("WWW-Authenticate", "")
-                if stream:
-                    r.close()
-                scheme, params = parse_challenge(challenge)
-                if scheme == "bearer":
-                    self._fetch_token(params, scope or params.get("scope", ""))
+            if r.status_code != 401:
+                break
+            r.close()
+            scheme, challenge = parse_challenge(r.headers.get("WWW-Authenticate", ""))
+            self._forget(scope)
+            might_help = False
+            if scheme == "bearer" and challenge.get("realm"):
+                asked = self._wider.get(scope, scope)
+                wider = _merge_scopes(asked, challenge.get("scope", ""))
+                known = self._challenge is not None and self._challenge[0] == "bearer"
+                might_help = not fresh or wider != asked or not known
+                with self._lock:
+                    self._challenge = ("bearer", {k: v for k, v in challenge.items() if k not in ("scope", "error")})
+                    if wider != scope:
+                        self._wider[scope] = wider
+            elif scheme == "basic" or not scheme:
+                might_help = bool(self.credentials and self.credentials.password) and "Authorization" not in auth
+                if might_help:
+                    with self._lock:
+                        self._challenge = ("basic", {})
+            if might_help and attempt == 1:
+                if replayable:
                     continue
-                if scheme == "basic":
-                    if not self.credentials:
-                        raise RegistryError(self.name, "authentication required and no credentials configured"
-                                            " (docker login, or username_env/password_env in the config)",
-                                            status=401)
-                    if self._basic:
-                        break
-                    self._basic = True
-                    continue
-            if r.status_code < 400 or r.status_code in ok:
-                return r
-            if stream:
-                r.read()
-                r.close()
-            if r.status_code == 401:
-                raise RegistryError(self.name, f"{what or method}: authentication failed (wrong username or"
-                                    " password?)", status=401)
-            raise self._status_error(r, what or f"{method} {path}")
-        raise RegistryError(self.name, f"{what or method}: authentication failed (wrong username or password?)",
-                            status=401)
+                raise RegistryError(self.name, f"{what}: the registry asked to authenticate again during a streamed"
+                                    " upload; restarting it", status=401, temporary=True)
+            raise self._auth_error(what, challenge, bool(auth), self._wider.get(scope, scope))
+        if r.status_code < 400 or r.status_code in ok:
+            return r
+        if stream:
+            r.read()
+            r.close()
+        raise self._status_error(r, what)
 
-    def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return retry.call(self.policy, fn, *args, **kwargs)
+    def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return retry.call(self.policy, fn, *args)
+        except RegistryError as exc:
+            if exc.temporary:
+                raise exc.gave_up(self.policy.attempts) from None
+            raise
 
     # ---- verbs
 
     def ping(self) -> None:
-        """Check the registry answers and the credentials work (a pull-scoped token where tokens are used)."""
-        def go() -> None:
-            self.request("GET", "/v2/", what="ping")
-        self._retrying(go)
+        """The registry answers and the credentials work (a scope-less token where tokens are used)."""
+        self._retrying(lambda: self.request("GET", "/v2/", what="ping"))
 
     def manifest_head(self, repo: str, reference: str) -> Descriptor | None:
+        """The descriptor of a manifest, or None when absent.
+
+        By digest, the registry's ``Docker-Content-Digest`` must equal the
+        reference. By tag, the header is the registry's word (a HEAD has no body
+        to check; use :meth:`manifest_get` for a verified digest); without the
+        header the manifest is fetched and hashed.
+        """
         def go() -> Descriptor | None:
             r = self.request("HEAD", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull",
                              headers={"Accept": ACCEPT}, ok=(404,), what=f"HEAD {repo}:{reference}")
             if r.status_code == 404:
                 return None
-            digest = r.headers.get("Docker-Content-Digest", "")
-            media = r.headers.get("Content-Type", "").split(";")[0]
-            if not digest:  # some registries omit it on HEAD: fall back to GET
-                _, media, digest = self.manifest_get(repo, reference)
-            return Descriptor(media, digest, int(r.headers.get("Content-Length") or 0))
+            header = r.headers.get("Docker-Content-Digest", "")
+            media = r.headers.get("Content-Type", "").split(";")[0].strip()
+            size = int(r.headers.get("Content-Length") or 0)
+            if is_digest(reference):
+                if header and header != reference:
+                    raise RegistryError(self.name, f"HEAD {repo}@{reference}: the registry answered with digest"
+                                        f" {header}")
+                return Descriptor(media, reference, size)
+            if header and is_digest(header):
+                return Descriptor(media, header, size)
+            body, media, digest = self._manifest_get(repo, reference)
+            return Descriptor(media, digest, len(body))
         return self._retrying(go)
+
+    def _manifest_get(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        r = self.request("GET", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull",
+                         headers={"Accept": ACCEPT}, what=f"manifest {repo}:{reference}", stream=True)
+        try:
+            if int(r.headers.get("Content-Length") or 0) > MAX_MANIFEST_BYTES:
+                raise RegistryError(self.name, f"manifest {repo}:{reference} is larger than"
+                                    f" {MAX_MANIFEST_BYTES} bytes")
+            body = b""
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(self.name, f"manifest {repo}:{reference} is larger than"
+                                        f" {MAX_MANIFEST_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            r.close()
+        header = r.headers.get("Docker-Content-Digest", "")
+        if is_digest(reference):
+            if not _matches_digest(body, reference):
+                raise RegistryError(self.name, f"manifest {repo}@{reference}: content does not match its digest"
+                                    f" (got {digest_of(body)})")
+            digest = reference
+        else:
+            digest = digest_of(body)
+        if header and header != digest and not (is_digest(header) and _matches_digest(body, header)):
+            raise RegistryError(self.name, f"manifest {repo}:{reference}: the registry says {header} but the content"
+                                f" hashes to {digest}")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise RegistryError(self.name, f"manifest {repo}:{reference} is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise RegistryError(self.name, f"manifest {repo}:{reference} is not a JSON object")
+        media = parsed.get("mediaType") or r.headers.get("Content-Type", "").split(";")[0].strip()
+        if media not in MANIFEST_TYPES and not parsed.get("mediaType"):
+            media = OCI_INDEX if "manifests" in parsed else OCI_MANIFEST  # OCI leaves mediaType optional
+        return body, media, digest
 
     def manifest_get(self, repo: str, reference: str) -> tuple[bytes, str, str]:
-        """(body, media type, digest). The digest is computed from the bytes, and checked when by digest."""
-        def go() -> tuple[bytes, str, str]:
-            r = self.request("GET", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull",
-                             headers={"Accept": ACCEPT}, what=f"manifest {repo}:{reference}")
-            body = r.content
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
-            if reference.startswith("sha256:") and digest != reference:
-                raise RegistryError(self.name, f"manifest {repo}@{reference}: content does not match its digest")
-            media = r.headers.get("Content-Type", "").split(";")[0]
-            if media not in MANIFEST_TYPES:
-                media = json.loads(body).get("mediaType") or media
-            return body, media, digest
-        return self._retrying(go)
+        """(body, media type, digest). The digest is computed from the bytes: it must equal the
+        reference when that is a digest, and ``Docker-Content-Digest`` when the registry sends it."""
+        return self._retrying(self._manifest_get, repo, reference)
 
     def manifest_put(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
+        """Put a manifest under a tag or its digest; returns the digest (checked against the registry's)."""
+        expected = reference if is_digest(reference) else digest_of(body)
+        if not _matches_digest(body, expected):
+            raise RegistryError(self.name, f"PUT manifest {repo}@{reference}: the body hashes to {digest_of(body)}")
+
         def go() -> str:
             r = self.request("PUT", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull,push",
                              headers={"Content-Type": media_type}, content=body,
                              what=f"PUT manifest {repo}:{reference}")
-            self.counters["manifest_puts"] += 1
-            return r.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+            header = r.headers.get("Docker-Content-Digest")
+            if header and header != expected:
+                raise RegistryError(self.name, f"PUT manifest {repo}:{reference}: the registry stored {header},"
+                                    f" not {expected}")
+            self._count("manifest_puts")
+            return expected
         return self._retrying(go)
 
     def manifest_delete(self, repo: str, digest: str) -> None:
+        """Delete a manifest by digest (tags go with it)."""
+        if not is_digest(digest):
+            raise RegistryError(self.name, f"DELETE {repo}:{digest}: deleting needs a digest, not a tag")
+
         def go() -> None:
             r = self.request("DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete,pull,push",
                              ok=(405,), what=f"DELETE {repo}@{digest}")
@@ -391,6 +698,7 @@ class Registry:
 
     @contextmanager
     def blob_stream(self, repo: str, digest: str) -> Iterator[httpx.Response]:
+        """A streamed blob response (not retried: a caller that retries re-opens it)."""
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True,
                          what=f"GET blob {repo}@{digest[:19]}")
         try:
@@ -402,131 +710,220 @@ class Registry:
         """Small blobs only (configs): the whole body, checked against its digest."""
         def go() -> bytes:
             with self.blob_stream(repo, digest) as r:
-                data = r.read()
-            if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                try:
+                    data = r.read()
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc) from None
+            if not _matches_digest(data, digest):
                 raise RegistryError(self.name, f"blob {repo}@{digest[:19]}: content does not match its digest")
             return data
         return self._retrying(go)
 
     def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool:
-        """Cross-repository mount inside this registry. True when mounted (no upload needed)."""
+        """Cross-repository mount inside this registry. True when mounted (201); on 202 the
+        upload session the registry opened instead is cancelled and False returned."""
         def go() -> bool:
             r = self.request("POST", f"/v2/{repo}/blobs/uploads/", params={"mount": digest, "from": from_repo},
                              scope=f"repository:{repo}:pull,push repository:{from_repo}:pull",
-                             what=f"mount {digest[:19]} into {repo}")
+                             what=f"mount {digest[:19]} from {from_repo} into {repo}")
             if r.status_code == 201:
-                self.counters["blob_mounts"] += 1
+                self._count("blob_mounts")
+                log.get().debug("blob.mounted", registry=self.name, repo=repo, source=from_repo, digest=digest)
                 return True
-            location = r.headers.get("Location")
-            if location:  # the registry opened an upload instead: cancel it
-                try:
-                    self.request("DELETE", urljoin(self.base + "/", location), scope=f"repository:{repo}:pull,push",
-                                 ok=(404, 405), what="cancel upload")
-                except RegistryError:
-                    pass
+            if r.headers.get("Location"):
+                self.blob_cancel(repo, r.headers["Location"])
             return False
         return self._retrying(go)
 
-    def _start_upload(self, repo: str) -> str:
+    def _start_upload(self, repo: str) -> tuple[str, int]:
+        """(absolute upload URL, the registry's minimum chunk size or 0)."""
         r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=f"repository:{repo}:pull,push",
                          what=f"start upload to {repo}")
         location = r.headers.get("Location")
         if not location:
             raise RegistryError(self.name, f"upload to {repo}: no Location header")
-        return urljoin(self.base + "/", location)
+        try:
+            min_chunk = int(r.headers.get("OCI-Chunk-Min-Length") or 0)
+        except ValueError:
+            min_chunk = 0
+        return urljoin(self.base + "/", location), min_chunk
 
-    def _with_digest(self, location: str, digest: str) -> str:
+    @staticmethod
+    def _with_digest(location: str, digest: str) -> str:
         return location + ("&" if "?" in location else "?") + f"digest={digest}"
 
-    def blob_upload(self, repo: str, digest: str, chunks: Iterator[bytes] | bytes, size: int, *,
-                    chunked: bool = False) -> None:
-        """Upload one blob: monolithic streamed PUT (default) or PATCH chunks then PUT.
+    def blob_upload(self, repo: str, digest: str, chunks: Iterable[bytes] | bytes, size: int, *,
+                    chunked: bool = False, chunk_size: int = CHUNK) -> None:
+        """Upload one blob from an iterable of byte chunks (or bytes), never holding it whole.
 
-        Not retried here: a stream cannot be replayed, so callers retry the
-        whole copy (see :func:`copy_blob`).
+        Monolithic (default): one POST, then one PUT streaming the chunks with
+        ``Content-Length: size``. Chunked: PATCH pieces of ``chunk_size`` (at least
+        the registry's ``OCI-Chunk-Min-Length``) with ``Content-Range``, then a PUT
+        that closes the session. The registry checks ``digest``.
+
+        Not retried here: an iterator cannot be replayed, so callers retry the
+        whole copy (see :func:`copy_blob`). Credentials are settled by the POST,
+        which has the same scope, before any byte of the body is sent.
         """
-        location = self._start_upload(repo)
+        location, min_chunk = self._start_upload(repo)
         scope = f"repository:{repo}:pull,push"
-        if isinstance(chunks, bytes):
-            data = chunks
-            chunks = iter([data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""])
+        source: Iterable[bytes] = _slices(chunks, CHUNK) if isinstance(chunks, (bytes, bytearray)) else chunks
+        counted = _Counted(self.name, repo, digest, source, size)
         if chunked:
             offset = 0
-            for chunk in chunks:
-                if not chunk:
-                    continue
-                r = self.request("PATCH", location, scope=scope, content=chunk, what=f"upload chunk to {repo}",
+            for piece in _rechunk(counted, max(chunk_size, min_chunk, 1)):
+                end = offset + len(piece) - 1
+                r = self.request("PATCH", location, scope=scope, content=piece, what=f"upload chunk to {repo}",
                                  headers={"Content-Type": "application/octet-stream",
-                                          "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                                          "Content-Length": str(len(chunk))})
-                offset += len(chunk)
-                location = urljoin(self.base + "/", r.headers.get("Location") or location)
-            self.request("PUT", self._with_digest(location, digest), scope=scope, content=b"",
-                         what=f"finish upload to {repo}", headers={"Content-Length": "0"})
+                                          "Content-Range": f"{offset}-{end}", "Content-Length": str(len(piece))})
+                got = r.headers.get("Range", "")
+                if got and got.rsplit("-", 1)[-1].isdigit() and int(got.rsplit("-", 1)[-1]) != end:
+                    raise RegistryError(self.name, f"upload to {repo}: the registry has bytes {got}, expected 0-{end}",
+                                        temporary=True)
+                offset += len(piece)
+                location = urljoin(location, r.headers.get("Location") or location)
+            counted.check_complete()
+            r = self.request("PUT", self._with_digest(location, digest), scope=scope, content=b"",
+                             what=f"finish upload of {digest[:19]} to {repo}", headers={"Content-Length": "0"})
         else:
-            self.request("PUT", self._with_digest(location, digest), scope=scope, content=chunks,
-                         what=f"upload {digest[:19]} to {repo}",
-                         headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-        self.counters["blob_uploads"] += 1
+            r = self.request("PUT", self._with_digest(location, digest), scope=scope, content=iter(counted),
+                             what=f"upload {digest[:19]} to {repo}",
+                             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        header = r.headers.get("Docker-Content-Digest")
+        if header and header != digest:
+            raise RegistryError(self.name, f"upload to {repo}: the registry stored {header}, not {digest}")
+        self._count("blob_uploads")
+        log.get().debug("blob.uploaded", registry=self.name, repo=repo, digest=digest, size=size, chunked=chunked)
 
-    def tags(self, repo: str, *, page_size: int = 1000) -> list[str]:
-        """Every tag, following Link pagination."""
-        def page(url: str) -> httpx.Response:
-            return self.request("GET", url, scope=f"repository:{repo}:pull", ok=(404,), what=f"tags of {repo}")
+    def blob_cancel(self, repo: str, location: str) -> None:
+        """Cancel an upload session (best effort: an abandoned session expires on its own)."""
+        try:
+            self.request("DELETE", urljoin(self.base + "/", location), scope=f"repository:{repo}:pull,push",
+                         ok=(404, 405), what=f"cancel upload to {repo}")
+        except RegistryError:
+            pass
 
+    def _paged(self, first: str, scope: str, what: str, key: str, missing_ok: bool) -> list[str]:
         out: list[str] = []
-        url: str | None = f"/v2/{repo}/tags/list?n={page_size}"
-        while url:
-            r = self._retrying(page, url)
+        seen: set[str] = set()
+        url: str | None = urljoin(self.base + "/", first)
+        while url and url not in seen:
+            seen.add(url)
+            r = self._retrying(lambda u: self.request("GET", u, scope=scope, what=what,
+                                                      ok=(404,) if missing_ok else ()), url)
             if r.status_code == 404:
                 return out
-            out.extend(r.json().get("tags") or [])
-            link = r.headers.get("Link", "")
-            m = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", link)
-            url = urljoin(self.base + "/", m.group(1)) if m else None
-        return out
+            try:
+                out.extend(r.json().get(key) or [])
+            except (ValueError, AttributeError):
+                raise RegistryError(self.name, f"{what}: the answer is not the expected JSON") from None
+            link = _next_link(r)
+            url = urljoin(self.base + "/", link) if link else None
+        return sorted(set(out))  # registries differ in order (distribution 2.8: storage order); plans must not
 
-    def catalog(self) -> list[str]:
-        out: list[str] = []
-        url: str | None = "/v2/_catalog?n=1000"
-        while url:
-            r = self._retrying(lambda u: self.request("GET", u, scope="registry:catalog:*", what="catalog"), url)
-            out.extend(r.json().get("repositories") or [])
-            m = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", r.headers.get("Link", ""))
-            url = urljoin(self.base + "/", m.group(1)) if m else None
-        return out
+    def tags(self, repo: str, *, page_size: int = 1000) -> list[str]:
+        """Every tag (sorted), following ``Link: <…>; rel="next"`` pagination; [] for an unknown repository."""
+        return self._paged(f"/v2/{repo}/tags/list?n={page_size}", f"repository:{repo}:pull", f"tags of {repo}",
+                           "tags", True)
+
+    def catalog(self, *, page_size: int = 1000) -> list[str]:
+        """Every repository (sorted), following Link pagination (needs the registry:catalog:* scope)."""
+        return self._paged(f"/v2/_catalog?n={page_size}", "registry:catalog:*", "catalog", "repositories", False)
+
+
+class _Counted:
+    """Yields a blob's chunks, counting them; the wrong size is a clear, final error."""
+
+    def __init__(self, registry: str, repo: str, digest: str, source: Iterable[bytes], size: int) -> None:
+        self.registry, self.repo, self.digest, self.source, self.size = registry, repo, digest, source, size
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.source:
+            if not chunk:
+                continue
+            self.count += len(chunk)
+            if self.count > self.size:
+                self._fail()
+            yield bytes(chunk)
+        self.check_complete()
+
+    def check_complete(self) -> None:
+        if self.count != self.size:
+            self._fail()
+
+    def _fail(self) -> None:
+        raise RegistryError(self.registry, f"upload {self.digest[:19]} to {self.repo}: the blob is"
+                            f" {'more than ' if self.count > self.size else ''}{self.count} bytes, its descriptor"
+                            f" says {self.size}")
+
+
+def _slices(data: bytes | bytearray, size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i:i + size])
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Pieces of ``size`` bytes (the last may be shorter); holds at most about two pieces."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
 
 
 # --------------------------------------------------------------------------- copy verbs
 
 
-def copy_blob(src: Registry, src_repo: str, dst: Registry, dst_repo: str, desc: Descriptor) -> str:
-    """Copy one blob if the destination lacks it: 'present' | 'mounted' | 'uploaded'."""
+def _same_host(a: Registry, b: Registry) -> bool:
+    return a is b or a.host == b.host
+
+
+def copy_blob(src: Registry, src_repo: str, dst: Registry, dst_repo: str, desc: Descriptor, *,
+              chunked: bool = False) -> str:
+    """Copy one blob if the destination lacks it: 'present' | 'mounted' | 'uploaded'.
+
+    HEAD first; inside one registry a cross-repository mount; else the source is
+    streamed into the destination (the whole copy retried on temporary errors,
+    the content hashed on the way and checked against the digest).
+    """
     if dst.blob_exists(dst_repo, desc.digest):
-        dst.counters["blob_skips"] += 1
+        dst._count("blob_skips")
         return "present"
-    if src is dst and src_repo != dst_repo and dst.blob_mount(dst_repo, desc.digest, src_repo):
+    if _same_host(src, dst) and src_repo != dst_repo and dst.blob_mount(dst_repo, desc.digest, src_repo):
         return "mounted"
 
     def go() -> None:
         with src.blob_stream(src_repo, desc.digest) as r:
-            hasher = hashlib.sha256()
+            algorithm = desc.digest.split(":", 1)[0]
+            hasher = hashlib.new(algorithm)
 
             def chunks() -> Iterator[bytes]:
-                for chunk in r.iter_bytes(CHUNK):
-                    hasher.update(chunk)
-                    yield chunk
+                try:
+                    for chunk in r.iter_bytes(CHUNK):
+                        hasher.update(chunk)
+                        yield chunk
+                except httpx.HTTPError as exc:
+                    raise src._transport_error(exc) from None
+                if f"{algorithm}:{hasher.hexdigest()}" != desc.digest:
+                    raise RegistryError(src.name, f"blob {src_repo}@{desc.digest[:19]}: content does not match its"
+                                        " digest", temporary=True)
 
-            dst.blob_upload(dst_repo, desc.digest, chunks(), desc.size)
-            if "sha256:" + hasher.hexdigest() != desc.digest:
-                raise RegistryError(src.name, f"blob {src_repo}@{desc.digest[:19]} changed while copying")
+            dst.blob_upload(dst_repo, desc.digest, chunks(), desc.size, chunked=chunked)
 
-    retry.call(dst.policy, go)
+    dst._retrying(go)
     return "uploaded"
 
 
 def referenced_descriptors(manifest: Mapping[str, Any]) -> tuple[list[Descriptor], list[Descriptor]]:
-    """(child manifests, blobs) that a manifest or index points at."""
+    """(child manifests, blobs) that a manifest or index points at.
+
+    Foreign / non-distributable layers (with ``urls``) live elsewhere and are left out, as docker does.
+    """
     children = [Descriptor(m.get("mediaType", ""), m["digest"], int(m.get("size", 0)))
                 for m in manifest.get("manifests") or []]
     blobs: list[Descriptor] = []
@@ -534,36 +931,34 @@ def referenced_descriptors(manifest: Mapping[str, Any]) -> tuple[list[Descriptor
         c = manifest["config"]
         blobs.append(Descriptor(c.get("mediaType", ""), c["digest"], int(c.get("size", 0))))
     for layer in manifest.get("layers") or []:
+        if layer.get("urls"):
+            continue
         blobs.append(Descriptor(layer.get("mediaType", ""), layer["digest"], int(layer.get("size", 0))))
     return children, blobs
 
 
 def copy_manifest_tree(src: Registry, src_repo: str, dst: Registry, dst_repo: str, digest: str,
-                       stats: dict[str, int] | None = None) -> str:
+                       stats: dict[str, int] | None = None, *, chunked: bool = False) -> str:
     """Copy a manifest or index by digest with everything below it, children before parents.
 
     Nothing is tagged: the manifest is put by digest. Present manifests and
     blobs are skipped (HEAD first), so a re-run does only the missing work.
     """
+    if not is_digest(digest):
+        raise RegistryError(src.name, f"copy {src_repo}:{digest}: copies go by digest, not by tag")
     stats = stats if stats is not None else {}
-    existing = dst.manifest_head(dst_repo, digest)
-    if existing is not None:
+    if dst.manifest_head(dst_repo, digest) is not None:
         stats["manifests_present"] = stats.get("manifests_present", 0) + 1
         return digest
-    body, media, got = src.manifest_get(src_repo, digest)
+    body, media, _ = src.manifest_get(src_repo, digest)
     manifest = json.loads(body)
     children, blobs = referenced_descriptors(manifest)
     for child in children:
-        copy_manifest_tree(src, src_repo, dst, dst_repo, child.digest, stats)
+        copy_manifest_tree(src, src_repo, dst, dst_repo, child.digest, stats, chunked=chunked)
     for blob in blobs:
-        outcome = copy_blob(src, src_repo, dst, dst_repo, blob)
+        outcome = copy_blob(src, src_repo, dst, dst_repo, blob, chunked=chunked)
         stats[f"blobs_{outcome}"] = stats.get(f"blobs_{outcome}", 0) + 1
-    put = dst.manifest_put(dst_repo, digest, body, media or manifest.get("mediaType", OCI_MANIFEST))
-    if put != digest:
-        raise RegistryError(dst.name, f"{dst_repo}@{digest}: the registry stored it as {put} (digest changed)")
+    dst.manifest_put(dst_repo, digest, body, media)
     stats["manifests_copied"] = stats.get("manifests_copied", 0) + 1
+    log.get().debug("manifest.copied", source=src.name, registry=dst.name, repo=dst_repo, digest=digest)
     return digest
-
-
-def env_for_tools() -> dict[str, str]:
-    return dict(os.environ)

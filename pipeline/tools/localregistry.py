@@ -1,0 +1,723 @@
+"""A self-hosted CNCF distribution registry ("registry:2"): start, stop, status, users.
+
+Used by ``pipeline registry start|stop|status|adduser`` and by the integration tests,
+where several instances on different ports stand in for GHCR, ECR and Docker Hub.
+
+Each instance lives in ``state_root/<name>/``::
+
+    config.yml      the registry's configuration (written on every start)
+    state.json      pid, port, flags (see :class:`RegistryInstance`)
+    registry.log    the registry's output: app log lines and one access-log line per request
+    data/           blobs and manifests (unless ``data_dir`` is given); survives ``stop``
+    tls/            self-signed ``cert.pem``/``key.pem`` when started with ``tls=True``
+
+The ``docker-registry`` binary (Debian's ``docker-registry`` package) runs as a daemon
+in its own session, so a registry started by the CLI outlives the CLI. Without the
+binary, the ``registry:2`` image runs as a container through the docker SDK.
+
+The pure parts (:func:`config_yaml`, :func:`htpasswd_argv`, the state file,
+:func:`parse_access_line`) are separate from the functions that touch the machine.
+Passwords go to ``htpasswd`` on stdin, never on argv.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline import log
+from pipeline.errors import ToolError
+from pipeline.tools import proc, toolchain
+
+BINARY = "docker-registry"
+IMAGE = "registry:2"
+REALM = "pipeline-registry"
+CONTAINER_PREFIX = "pipeline-registry-"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yml"
+LOG_FILE = "registry.log"
+DEFAULT_STATE_ROOT = Path(".pipeline/registry")
+STOP_DEADLINE_S = 10.0
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+#: Popen objects of registries this process started (kept so they can be reaped, and so
+#: that garbage collection does not warn about a child that is still running).
+_children: dict[int, subprocess.Popen] = {}
+
+
+@dataclass(frozen=True)
+class RegistryInstance:
+    name: str
+    host: str              # "127.0.0.1:5000": the address clients use
+    port: int
+    data_dir: Path
+    state_dir: Path
+    pid: int | None
+    auth: bool
+    delete: bool
+    tls: bool
+    backend: str           # "binary" | "container"
+    bind: str = "127.0.0.1"
+    htpasswd: Path | None = None
+    ca_cert: Path | None = None      # the self-signed certificate (tls only)
+    container_id: str | None = None  # backend "container" only
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / CONFIG_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    @property
+    def certs_d_hint(self) -> str | None:
+        """How to make docker trust the self-signed certificate (``None`` without TLS)."""
+        if not self.tls or self.ca_cert is None:
+            return None
+        return certs_d_hint(self.host, self.ca_cert)
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def certs_d_hint(host: str, ca_cert: Path) -> str:
+    return (f"docker trusts this registry after: mkdir -p /etc/docker/certs.d/{host} && "
+            f"cp {ca_cert} /etc/docker/certs.d/{host}/ca.crt")
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(str(value))
+
+
+def config_yaml(*, addr: str, root_dir: str, secret: str, delete: bool, htpasswd: str | None = None,
+                tls_cert: str | None = None, tls_key: str | None = None, name: str = "local") -> str:
+    """The registry's ``config.yml``: filesystem storage, access log on, optional htpasswd and TLS.
+
+    Paths are as the registry process sees them (container paths for the container backend).
+    """
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: info",
+        "  formatter: text",
+        "  accesslog:",
+        "    disabled: false",
+        "  fields:",
+        f"    registry: {_q(name)}",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {_q(root_dir)}",
+        "  delete:",
+        f"    enabled: {'true' if delete else 'false'}",
+        "  cache:",
+        "    blobdescriptor: inmemory",
+        "http:",
+        f"  addr: {_q(addr)}",
+        f"  secret: {_q(secret)}",
+        "  headers:",
+        "    X-Content-Type-Options: [nosniff]",
+    ]
+    if tls_cert and tls_key:
+        lines += ["  tls:", f"    certificate: {_q(tls_cert)}", f"    key: {_q(tls_key)}"]
+    if htpasswd:
+        lines += ["auth:", "  htpasswd:", f"    realm: {_q(REALM)}", f"    path: {_q(htpasswd)}"]
+    return "\n".join(lines) + "\n"
+
+
+def htpasswd_argv(path: Path, user: str) -> list[str]:
+    """``htpasswd`` adding or replacing ``user`` with a bcrypt hash; the password comes on stdin (-i)."""
+    return ["htpasswd", "-i", "-B", str(path), user]
+
+
+def client_host(bind: str, port: int) -> str:
+    """The address clients use for a registry bound to ``bind``."""
+    if bind in ("", "0.0.0.0", "::", "[::]"):
+        return f"127.0.0.1:{port}"
+    if ":" in bind and not bind.startswith("["):
+        return f"[{bind}]:{port}"
+    return f"{bind}:{port}"
+
+
+def listen_addr(bind: str, port: int) -> str:
+    """``http.addr`` for the registry: ``127.0.0.1:5000``, ``:5000`` (all interfaces), ``[::1]:5000``."""
+    bind = bind.strip("[]")
+    if bind in ("", "0.0.0.0", "::"):
+        return f":{port}"
+    return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+
+
+def instance_to_json(inst: RegistryInstance) -> str:
+    data: dict[str, Any] = asdict(inst)
+    for key, value in data.items():
+        if isinstance(value, Path):
+            data[key] = str(value)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def instance_from_json(text: str) -> RegistryInstance:
+    data = json.loads(text)
+    for key in ("data_dir", "state_dir", "htpasswd", "ca_cert"):
+        if data.get(key) is not None:
+            data[key] = Path(data[key])
+    known = {f for f in RegistryInstance.__dataclass_fields__}
+    return RegistryInstance(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class AccessLine:
+    """One access-log line of the registry (Apache combined format)."""
+    method: str
+    path: str
+    status: int
+    size: int
+    user_agent: str
+
+
+_ACCESS = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" '
+                     r'(?P<status>\d{3}) (?P<size>\d+|-) "[^"]*" "(?P<ua>[^"]*)"')
+
+
+def parse_access_line(line: str) -> AccessLine | None:
+    """``127.0.0.1 - - [26/Nov/2026:23:08:17 +0000] "PUT /v2/r/blobs/uploads/<uuid>?_state=…&digest=sha256:… HTTP/1.1" 201 0 "" "ua"``."""
+    m = _ACCESS.match(line.strip())
+    if not m:
+        return None
+    size = m.group("size")
+    return AccessLine(m.group("method"), m.group("path"), int(m.group("status")),
+                      0 if size == "-" else int(size), m.group("ua"))
+
+
+_UPLOAD_DONE = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/[^/?]+\?(?:.*&)?digest=(?P<digest>[^&]+)")
+_MOUNT = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/\?(?:.*&)?mount=(?P<digest>[^&]+)")
+
+
+def completed_uploads(lines: Iterator[str] | list[str], repo: str | None = None) -> list[tuple[str, str]]:
+    """``(repo, digest)`` of every blob upload the registry completed (``PUT …/blobs/uploads/<id>?…digest=…``
+    answered 201). Cross-repository mounts (``POST …/blobs/uploads/?mount=…`` 201) are not uploads."""
+    out = []
+    for line in lines:
+        a = parse_access_line(line)
+        if a is None or a.method != "PUT" or a.status != 201:
+            continue
+        m = _UPLOAD_DONE.match(a.path)
+        if m and (repo is None or m.group("repo") == repo):
+            out.append((m.group("repo"), m.group("digest").replace("%3A", ":")))
+    return out
+
+
+def completed_mounts(lines: Iterator[str] | list[str], repo: str | None = None) -> list[tuple[str, str]]:
+    out = []
+    for line in lines:
+        a = parse_access_line(line)
+        if a is None or a.method != "POST" or a.status != 201:
+            continue
+        m = _MOUNT.match(a.path)
+        if m and (repo is None or m.group("repo") == repo):
+            out.append((m.group("repo"), m.group("digest").replace("%3A", ":")))
+    return out
+
+
+# --------------------------------------------------------------------------- small machine helpers
+
+
+def listening(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Does something accept TCP connections on ``host:port``?"""
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(bind: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((bind.strip("[]"), 0))
+        except OSError as exc:
+            raise ToolError(f"registry: cannot listen on {bind}: {exc.strerror}", tool=BINARY) from None
+        return int(s.getsockname()[1])
+
+
+def _log_last_line(log_path: Path | None, start: int = 0) -> str:
+    if log_path is None:
+        return "no log"
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(start)
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    errs = [ln for ln in lines if "level=fatal" in ln or "level=error" in ln or "level=panic" in ln]
+    line = (errs or lines or ["no output"])[-1]
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
+    return log.scrub(m.group(1) if m else line)[:300]
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ModuleNotFoundError:  # pragma: no cover - the project depends on httpx
+        raise ToolError("httpx is not installed; pip install -e . (the project's dependencies)",
+                        tool="httpx") from None
+    return httpx
+
+
+def wait_ready(url: str, deadline_s: float = 20, *, log_path: Path | None = None,
+               process: subprocess.Popen | None = None, verify: bool | str = True, log_start: int = 0) -> None:
+    """Poll ``GET <url>/v2/`` until it answers 200 or 401 (auth on), within ``deadline_s`` seconds.
+
+    Raises :class:`ToolError` with the last line of ``log_path`` when the deadline passes or
+    ``process`` exits first.
+    """
+    httpx = _httpx()
+    tls_verify: bool | ssl.SSLContext = (ssl.create_default_context(cafile=verify)  # a CA file (self-signed)
+                                         if isinstance(verify, str) else verify)
+    probe = url.rstrip("/")
+    if not probe.endswith("/v2"):
+        probe += "/v2"
+    probe += "/"
+    deadline = time.monotonic() + deadline_s
+    delay = 0.02
+    last = "no answer"
+    with httpx.Client(verify=tls_verify, timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False) as client:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise ToolError(f"registry at {url} exited ({process.returncode}) while starting: "
+                                f"{_log_last_line(log_path, log_start)}", tool=BINARY)
+            try:
+                r = client.get(probe)
+                if r.status_code in (200, 401):
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            if time.monotonic() >= deadline:
+                detail = _log_last_line(log_path, log_start) if log_path is not None else last
+                raise ToolError(f"registry at {url} not ready within {deadline_s:.0f}s ({last}): {detail}",
+                                tool=BINARY)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.5)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _children.pop(pid, None)
+            return False
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    return True
+
+
+def _is_registry_process(pid: int, config_path: Path) -> bool:
+    """Guard against pid reuse: the process must be a registry serving our config."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): trust the pid
+    text = [a.decode(errors="replace") for a in argv]
+    return bool(text) and "registry" in os.path.basename(text[0]) and str(config_path) in text
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _state_dir(name: str, state_root: Path) -> Path:
+    if not _NAME.match(name):
+        raise ToolError(f"registry name '{name}' is not valid (letters, digits, . _ -)", tool=BINARY)
+    return Path(state_root).absolute() / name
+
+
+def _read_state(state_dir: Path) -> RegistryInstance | None:
+    path = state_dir / STATE_FILE
+    try:
+        return instance_from_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ToolError(f"registry state {path} is unreadable ({type(exc).__name__}); delete it and start again",
+                        tool=BINARY) from None
+
+
+def _write_state(inst: RegistryInstance) -> None:
+    inst.state_dir.mkdir(parents=True, exist_ok=True)
+    path = inst.state_dir / STATE_FILE
+    tmp = path.with_name(STATE_FILE + ".tmp")
+    tmp.write_text(instance_to_json(inst))
+    os.replace(tmp, path)
+
+
+def _running(inst: RegistryInstance) -> bool:
+    if inst.backend == "container":
+        return _container_running(inst.container_id) and listening(inst.host.rsplit(":", 1)[0], inst.port)
+    return (inst.pid is not None and _pid_alive(inst.pid) and _is_registry_process(inst.pid, inst.config_path)
+            and listening(inst.host.rsplit(":", 1)[0], inst.port))
+
+
+def status(name: str = "local", *, state_root: Path = DEFAULT_STATE_ROOT) -> RegistryInstance | None:
+    """The running instance ``name`` (its process is alive and its port answers), else ``None``."""
+    inst = _read_state(_state_dir(name, state_root))
+    if inst is None or not _running(inst):
+        return None
+    return inst
+
+
+# --------------------------------------------------------------------------- users
+
+
+def add_user(htpasswd: Path, user: str, password: str) -> None:
+    """Add ``user`` to the htpasswd file (bcrypt), replacing an existing entry; the file is 0600.
+
+    The password goes to ``htpasswd -i`` on stdin. A running registry re-reads the file
+    when it changes (distribution 2.8 checks its modification time on each request).
+    """
+    if not user or ":" in user or any(c.isspace() for c in user):
+        raise ToolError(f"htpasswd: user name '{user}' is not valid (no ':' or spaces)", tool="htpasswd")
+    if not password:
+        raise ToolError(f"htpasswd: empty password for user '{user}'", tool="htpasswd")
+    log.register_secret(password)
+    htpasswd = Path(htpasswd)
+    htpasswd.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(htpasswd, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # exists, 0600, before any write
+    os.close(fd)
+    os.chmod(htpasswd, 0o600)
+    proc.run(htpasswd_argv(htpasswd, user), input=password + "\n", timeout=60,
+             what=f"htpasswd: add user {user} to {htpasswd}")
+    os.chmod(htpasswd, 0o600)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _self_signed(tls_dir: Path, bind: str) -> tuple[Path, Path]:
+    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    if proc.which("openssl") is None:
+        raise ToolError("registry tls: openssl is not installed (apt-get install openssl)", tool="openssl")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    san = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
+    if bind not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
+        san.append(("IP:" if re.match(r"^[\d.]+$|:", bind) else "DNS:") + bind.strip("[]"))
+    proc.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "825",
+              "-subj", "/CN=pipeline local registry", "-addext", "subjectAltName=" + ",".join(san),
+              "-keyout", str(key), "-out", str(cert)], timeout=60, what="registry tls: self-signed certificate")
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+# --------------------------------------------------------------------------- start / stop
+
+
+def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_STATE_ROOT,
+          data_dir: Path | None = None, htpasswd: Path | None = None, delete: bool = True, tls: bool = False,
+          bind: str = "127.0.0.1", deadline_s: float = 20) -> RegistryInstance:
+    """Start registry ``name`` (idempotent: a running instance with the same settings is returned).
+
+    ``port=0`` picks a free port. ``htpasswd`` turns on basic auth (the file is created empty,
+    0600, when missing: add users with :func:`add_user`). Raises :class:`ToolError` when the
+    port is taken by something else, or the registry does not come up within ``deadline_s``.
+    """
+    state_dir = _state_dir(name, state_root)
+    data_dir = Path(data_dir).absolute() if data_dir else state_dir / "data"
+    htpasswd = Path(htpasswd).absolute() if htpasswd else None
+
+    previous = _read_state(state_dir)
+    if previous is not None and _running(previous):
+        wanted = {"port": port or previous.port, "data_dir": data_dir, "htpasswd": htpasswd, "delete": delete,
+                  "tls": tls, "bind": bind}
+        have = {"port": previous.port, "data_dir": previous.data_dir, "htpasswd": previous.htpasswd,
+                "delete": previous.delete, "tls": previous.tls, "bind": previous.bind}
+        diff = [f"{k} {have[k]} (asked {wanted[k]})" for k in wanted if wanted[k] != have[k]]
+        if diff:
+            raise ToolError(f"registry '{name}' already runs at {previous.host} with other settings: "
+                            f"{', '.join(diff)}; stop it first", tool=BINARY)
+        return previous
+    if previous is not None and (previous.pid or previous.container_id):
+        _stop_instance(previous)  # stale: process gone or port dead
+
+    if port == 0:
+        port = free_port(bind if bind not in ("", "0.0.0.0", "::") else "127.0.0.1")
+    host = client_host(bind, port)
+    if listening(host.rsplit(":", 1)[0], port):
+        raise ToolError(f"registry '{name}': port {port} is already in use by another process "
+                        f"(something answers on {host}); choose another port", tool=BINARY)
+
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if htpasswd is not None and not htpasswd.exists():
+            htpasswd.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(htpasswd, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise ToolError(f"registry '{name}': cannot prepare {exc.filename}: {exc.strerror}", tool=BINARY) from None
+    cert = key = None
+    if tls:
+        cert, key = _self_signed(state_dir / "tls", bind)
+
+    inst = RegistryInstance(name=name, host=host, port=port, data_dir=data_dir, state_dir=state_dir, pid=None,
+                            auth=htpasswd is not None, delete=delete, tls=tls, backend="binary", bind=bind,
+                            htpasswd=htpasswd, ca_cert=cert)
+    if proc.which(BINARY):
+        inst = _start_binary(inst, key, deadline_s)
+    else:
+        inst = _start_container(inst, key, deadline_s)
+    log.get().info("registry.started", registry=name, host=host, backend=inst.backend, auth=inst.auth,
+                   tls=tls, certs_d_hint=inst.certs_d_hint)
+    return inst
+
+
+def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
+    secret = secrets.token_hex(32)
+    log.register_secret(secret)
+    inst.config_path.write_text(config_yaml(
+        addr=listen_addr(inst.bind, inst.port),
+        root_dir=str(inst.data_dir), secret=secret, delete=inst.delete,
+        htpasswd=str(inst.htpasswd) if inst.htpasswd else None,
+        tls_cert=str(inst.ca_cert) if inst.ca_cert else None, tls_key=str(key) if key else None, name=inst.name))
+    os.chmod(inst.config_path, 0o600)
+    log_start = inst.log_path.stat().st_size if inst.log_path.exists() else 0
+    binary = proc.which(BINARY) or BINARY
+    child = toolchain.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path)
+    _children[child.pid] = child
+    inst = replace(inst, pid=child.pid)
+    _write_state(inst)
+    try:
+        wait_ready(inst.url, deadline_s, log_path=inst.log_path, process=child,
+                   verify=str(inst.ca_cert) if inst.ca_cert else True, log_start=log_start)
+    except ToolError:
+        _stop_instance(inst)
+        _write_state(replace(inst, pid=None))
+        raise
+    return inst
+
+
+def _docker_client() -> Any:
+    try:
+        import docker  # type: ignore[import-untyped]
+    except ImportError:
+        raise ToolError(f"registry: '{BINARY}' is not installed, nor the docker SDK for the {IMAGE} container; "
+                        f"apt-get install docker-registry", tool=BINARY) from None
+    try:
+        return docker.from_env(timeout=60)
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"registry: '{BINARY}' is not installed and the Docker engine is unreachable for the "
+                        f"{IMAGE} container ({type(exc).__name__}); apt-get install docker-registry",
+                        tool=BINARY) from None
+
+
+def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
+    import docker.errors  # type: ignore[import-untyped]  # only this backend needs the SDK
+
+    client = _docker_client()
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        try:
+            client.images.pull(IMAGE)
+        except docker.errors.DockerException as exc:
+            raise ToolError(f"registry: '{BINARY}' is not installed and the {IMAGE} image is not available "
+                            f"(pull failed: {type(exc).__name__}); apt-get install docker-registry, or "
+                            f"docker load a registry:2 image", tool=BINARY) from None
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"registry: cannot inspect the {IMAGE} image ({type(exc).__name__})", tool=BINARY) from None
+    secret = secrets.token_hex(32)
+    log.register_secret(secret)
+    inst.config_path.write_text(config_yaml(
+        addr=":5000", root_dir="/var/lib/registry", secret=secret, delete=inst.delete,
+        htpasswd="/auth/htpasswd" if inst.htpasswd else None,
+        tls_cert="/certs/cert.pem" if inst.ca_cert else None, tls_key="/certs/key.pem" if key else None,
+        name=inst.name))
+    volumes = {str(inst.config_path): {"bind": "/etc/docker/registry/config.yml", "mode": "ro"},
+               str(inst.data_dir): {"bind": "/var/lib/registry", "mode": "rw"}}
+    if inst.htpasswd:
+        volumes[str(inst.htpasswd)] = {"bind": "/auth/htpasswd", "mode": "ro"}
+    if inst.ca_cert:
+        volumes[str(inst.ca_cert.parent)] = {"bind": "/certs", "mode": "ro"}
+    cname = CONTAINER_PREFIX + inst.name
+    try:
+        try:
+            client.containers.get(cname).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        container = client.containers.run(
+            IMAGE, name=cname, detach=True, volumes=volumes,
+            ports={"5000/tcp": (inst.bind or "0.0.0.0", inst.port)},
+            labels={"io.pipeline.registry": inst.name})
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"registry '{inst.name}': cannot start the {IMAGE} container: "
+                        f"{log.scrub(str(exc)).splitlines()[0][:200]}", tool="docker") from None
+    inst = replace(inst, backend="container", container_id=container.id)
+    _write_state(inst)
+    try:
+        wait_ready(inst.url, deadline_s, verify=str(inst.ca_cert) if inst.ca_cert else True)
+    except ToolError:
+        _stop_instance(inst)
+        raise
+    return inst
+
+
+def _container_running(container_id: str | None) -> bool:
+    if not container_id:
+        return False
+    try:
+        client = _docker_client()
+        return client.containers.get(container_id).status == "running"
+    except Exception:  # noqa: BLE001 - not running is the answer to every failure here
+        return False
+
+
+def _stop_instance(inst: RegistryInstance) -> bool:
+    if inst.backend == "container":
+        return _stop_container(inst)
+    pid = inst.pid
+    if not pid or not _pid_alive(pid) or not _is_registry_process(pid, inst.config_path):
+        _children.pop(pid or 0, None)
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    delay = 0.02
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    if _pid_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child = _children.get(pid)
+        if child is not None:
+            child.wait(timeout=5)
+    _children.pop(pid, None)
+    return True
+
+
+def _stop_container(inst: RegistryInstance) -> bool:
+    if not inst.container_id:
+        return False
+    import docker.errors  # type: ignore[import-untyped]
+
+    client = _docker_client()
+    try:
+        container = client.containers.get(inst.container_id)
+    except docker.errors.NotFound:
+        return False
+    running = container.status == "running"
+    try:
+        if running:
+            container.stop(timeout=int(STOP_DEADLINE_S))
+        with open(inst.log_path, "ab") as fh:  # keep the access log next to the state
+            fh.write(container.logs())
+        container.remove(force=True)
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"registry '{inst.name}': cannot stop container {inst.container_id[:12]} "
+                        f"({type(exc).__name__})", tool="docker") from None
+    return running
+
+
+def stop(name: str = "local", *, state_root: Path = DEFAULT_STATE_ROOT) -> bool:
+    """Stop registry ``name`` (SIGTERM, then SIGKILL after a deadline). Data stays.
+
+    Returns whether a running registry was stopped.
+    """
+    inst = _read_state(_state_dir(name, state_root))
+    if inst is None:
+        return False
+    stopped = _stop_instance(inst)
+    _write_state(replace(inst, pid=None, container_id=None))
+    return stopped
+
+
+# --------------------------------------------------------------------------- access log
+
+
+def log_offset(inst: RegistryInstance) -> int:
+    """The current end of the registry's log; pass it to :func:`uploads_since` later."""
+    try:
+        return inst.log_path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_log_since(inst: RegistryInstance, offset: int = 0) -> list[str]:
+    try:
+        with open(inst.log_path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def uploads_since(inst: RegistryInstance, offset: int = 0, repo: str | None = None) -> list[tuple[str, str]]:
+    """Blob uploads the registry completed since log ``offset``: ``[(repo, digest), …]``."""
+    return completed_uploads(read_log_since(inst, offset), repo)
+
+
+def basic_auth_header(user: str, password: str) -> dict[str, str]:
+    log.register_secret(password)
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+__all__ = [
+    "AccessLine",
+    "RegistryInstance",
+    "add_user",
+    "basic_auth_header",
+    "certs_d_hint",
+    "client_host",
+    "completed_mounts",
+    "completed_uploads",
+    "config_yaml",
+    "free_port",
+    "htpasswd_argv",
+    "instance_from_json",
+    "instance_to_json",
+    "listen_addr",
+    "listening",
+    "log_offset",
+    "parse_access_line",
+    "read_log_since",
+    "start",
+    "status",
+    "stop",
+    "uploads_since",
+    "wait_ready",
+]

@@ -1,0 +1,283 @@
+"""A small multi-platform base image for machines that cannot reach Docker Hub.
+
+``FROM scratch`` plus a static busybox (``/bin/busybox`` and its applet links in ``/bin``),
+``/etc/passwd`` and ``/etc/group`` with root, ``adduser``/``addgroup`` (small shell scripts in
+``/usr/sbin``: Debian's static busybox lacks those applets) and a world-writable ``/tmp``.
+The result is an OCI index (``oci-mediatypes=true``, no provenance attestation). Built with ``docker buildx build --platform … --push`` (the default
+``docker`` driver on the containerd image store builds several platforms in one call; the
+foreign ones run their ``RUN`` steps under QEMU) and pushed to a registry, usually a local
+one (:mod:`pipeline.tools.localregistry`).
+
+Re-runs are cheap: the image is also tagged ``busybox-<key12>``, where the key hashes the
+busybox binaries, the Dockerfile, the /etc files and the platforms. When that tag exists in
+the registry its digest is returned without building.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import log
+from pipeline.errors import ToolError
+from pipeline.tools import proc, toolchain
+
+DEFAULT_REPOSITORY = "pipeline/offline-base"
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+KEY_LABEL = "io.pipeline.offline-base.key"
+#: build options that shape the pushed image (part of the content key): an OCI index without
+#: attestations. Without oci-mediatypes the docker driver pushes a Docker manifest list.
+BUILD_OPTIONS = ("--provenance=false", "--progress=plain", "--output", "type=image,push=true,oci-mediatypes=true")
+BUILD_TIMEOUT_S = 1800
+
+DOCKERFILE = """\
+FROM scratch
+ARG TARGETARCH
+COPY ${TARGETARCH}/busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY rootfs/ /
+RUN mkdir -p /tmp /root /home /sbin && chmod 1777 /tmp && chmod 0700 /root && ln -s /bin/busybox /sbin/nologin
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["/bin/sh"]
+"""
+
+ETC_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+ETC_GROUP = "root:x:0:\nnogroup:x:65533:\nnobody:x:65534:\n"
+
+# Debian's static busybox is built without the adduser/addgroup applets: these scripts do
+# what Alpine's (busybox) ones do for the options Dockerfiles use.
+ADDGROUP = r"""#!/bin/sh
+# addgroup [-g GID] [-S] GROUP | addgroup USER GROUP   (busybox-compatible subset)
+die() { echo "addgroup: $*" >&2; exit 1; }
+gid=""; system=""
+while getopts "g:S" opt; do
+  case "$opt" in
+    g) gid="$OPTARG" ;;
+    S) system=1 ;;
+    *) die "usage: addgroup [-g GID] [-S] [USER] GROUP" ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: addgroup [-g GID] [-S] [USER] GROUP"
+valid() { case "$1" in ""|-*|*[!A-Za-z0-9._-]*) return 1 ;; esac; }
+touch /etc/group
+if [ $# -eq 2 ]; then
+  user="$1"; group="$2"
+  valid "$user" || die "invalid user name '$user'"
+  valid "$group" || die "invalid group name '$group'"
+  grep -q "^$user:" /etc/passwd || die "unknown user $user"
+  grep -q "^$group:" /etc/group || die "unknown group $group"
+  awk -F: -v OFS=: -v g="$group" -v u="$user" '
+    $1 == g { n = split($4, m, ","); for (i = 1; i <= n; i++) if (m[i] == u) { print; next }
+              $4 = ($4 == "" ? u : $4 "," u) }
+    { print }' /etc/group > /etc/group.new && cat /etc/group.new > /etc/group && rm -f /etc/group.new
+  exit 0
+fi
+group="$1"
+valid "$group" || die "invalid group name '$group'"
+grep -q "^$group:" /etc/group && die "group '$group' in use"
+if [ -n "$gid" ]; then
+  case "$gid" in ""|*[!0-9]*) die "invalid gid '$gid'" ;; esac
+  awk -F: -v g="$gid" '$3 == g { f = 1 } END { exit !f }' /etc/group && die "gid '$gid' in use"
+else
+  if [ -n "$system" ]; then lo=100; hi=999; else lo=1000; hi=64999; fi
+  gid=$(awk -F: -v lo="$lo" -v hi="$hi" '{ u[$3] = 1 }
+        END { for (i = lo; i <= hi; i++) if (!(i in u)) { print i; exit } }' /etc/group)
+  [ -n "$gid" ] || die "no free gid"
+fi
+echo "$group:x:$gid:" >> /etc/group
+"""
+
+ADDUSER = r"""#!/bin/sh
+# adduser [-h DIR] [-g GECOS] [-s SHELL] [-G GROUP] [-S] [-D] [-H] [-u UID] [-k SKEL] USER [GROUP]
+# (busybox-compatible subset; USER GROUP adds an existing user to a group)
+die() { echo "adduser: $*" >&2; exit 1; }
+home=""; gecos="Linux User,,,"; shell=""; group=""; system=""; nohome=""; uid=""; skel=/etc/skel
+while getopts "h:g:s:G:SDHu:k:" opt; do
+  case "$opt" in
+    h) home="$OPTARG" ;;
+    g) gecos="$OPTARG" ;;
+    s) shell="$OPTARG" ;;
+    G) group="$OPTARG" ;;
+    S) system=1 ;;
+    D) ;;
+    H) nohome=1 ;;
+    u) uid="$OPTARG" ;;
+    k) skel="$OPTARG" ;;
+    *) die "usage: adduser [-h DIR] [-g GECOS] [-s SHELL] [-G GROUP] [-S] [-D] [-H] [-u UID] USER [GROUP]" ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: adduser [OPTIONS] USER [GROUP]"
+[ $# -eq 2 ] && exec addgroup "$1" "$2"
+user="$1"
+case "$user" in ""|-*|*[!A-Za-z0-9._-]*) die "invalid user name '$user'" ;; esac
+touch /etc/passwd /etc/group
+grep -q "^$user:" /etc/passwd && die "user '$user' in use"
+if [ -n "$uid" ]; then
+  case "$uid" in *[!0-9]*) die "invalid uid '$uid'" ;; esac
+  awk -F: -v u="$uid" '$3 == u { f = 1 } END { exit !f }' /etc/passwd && die "uid '$uid' in use"
+else
+  if [ -n "$system" ]; then lo=100; hi=999; else lo=1000; hi=64999; fi
+  uid=$(awk -F: -v lo="$lo" -v hi="$hi" '{ u[$3] = 1 }
+        END { for (i = lo; i <= hi; i++) if (!(i in u)) { print i; exit } }' /etc/passwd)
+  [ -n "$uid" ] || die "no free uid"
+fi
+if [ -z "$group" ]; then
+  if [ -n "$system" ]; then
+    group=nogroup
+    grep -q "^nogroup:" /etc/group || addgroup -g 65533 nogroup || exit 1
+  else
+    group="$user"
+    if awk -F: -v g="$uid" '$3 == g { f = 1 } END { exit !f }' /etc/group; then
+      addgroup "$group" || exit 1
+    else
+      addgroup -g "$uid" "$group" || exit 1
+    fi
+  fi
+fi
+gid=$(awk -F: -v g="$group" '$1 == g { print $3; exit }' /etc/group)
+[ -n "$gid" ] || die "unknown group $group"
+[ -n "$home" ] || home="/home/$user"
+[ -n "$shell" ] || { [ -n "$system" ] && shell=/sbin/nologin || shell=/bin/sh; }
+echo "$user:x:$uid:$gid:$gecos:$home:$shell" >> /etc/passwd
+[ -f /etc/shadow ] && echo "$user:!:$(( $(date +%s) / 86400 )):0:99999:7:::" >> /etc/shadow
+if [ -z "$nohome" ] && [ ! -e "$home" ]; then
+  mkdir -p "$home" || exit 1
+  [ -d "$skel" ] && cp -a "$skel/." "$home/"
+  chown -R "$uid:$gid" "$home" && chmod 0755 "$home"
+fi
+exit 0
+"""
+
+#: files under the image's / (path → (text, mode))
+ROOTFS = {
+    "etc/passwd": (ETC_PASSWD, 0o644),
+    "etc/group": (ETC_GROUP, 0o644),
+    "usr/sbin/addgroup": (ADDGROUP, 0o755),
+    "usr/sbin/adduser": (ADDUSER, 0o755),
+}
+
+#: buildx TARGETARCH → Debian architecture (what :func:`toolchain.busybox_path` takes)
+DPKG_ARCH = {"amd64": "amd64", "arm64": "arm64", "arm": "armhf", "386": "i386", "ppc64le": "ppc64el",
+             "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def target_arch(platform: str) -> str:
+    """``linux/arm64/v8`` → ``arm64`` (buildx's TARGETARCH)."""
+    parts = platform.split("/")
+    if len(parts) < 2 or parts[0] != "linux" or not parts[1]:
+        raise ToolError(f"offline base: platform '{platform}' is not linux/<arch>", tool="buildx")
+    return parts[1]
+
+
+def content_key(busyboxes: dict[str, bytes], platforms: Sequence[str], dockerfile: str = DOCKERFILE,
+                rootfs: dict[str, tuple[str, int]] | None = None) -> str:
+    """sha256 over everything that goes into the image (pure)."""
+    rootfs = ROOTFS if rootfs is None else rootfs
+    h = hashlib.sha256()
+    h.update(b"pipeline-offline-base/1\0")
+    for p in sorted(platforms):
+        h.update(p.encode() + b"\0")
+    for arch in sorted(busyboxes):
+        h.update(arch.encode() + b"\0" + hashlib.sha256(busyboxes[arch]).hexdigest().encode() + b"\0")
+    h.update(hashlib.sha256(dockerfile.encode()).hexdigest().encode() + b"\0")
+    h.update(" ".join(BUILD_OPTIONS).encode() + b"\0")
+    for path in sorted(rootfs):
+        text, mode = rootfs[path]
+        h.update(f"{path}\0{mode:o}\0".encode() + hashlib.sha256(text.encode()).hexdigest().encode() + b"\0")
+    return h.hexdigest()
+
+
+def key_tag(key: str) -> str:
+    return f"busybox-{key[:12]}"
+
+
+def build_argv(context: Path, refs: Sequence[str], platforms: Sequence[str], metadata_file: Path,
+               key: str) -> list[str]:
+    """The ``docker buildx build`` command line (pure)."""
+    argv = ["docker", "buildx", "build", "--builder", "default", "--platform", ",".join(platforms),
+            *BUILD_OPTIONS, "--metadata-file", str(metadata_file),
+            "--label", f"{KEY_LABEL}={key}"]
+    for ref in refs:
+        argv += ["--tag", ref]
+    argv.append(str(context))
+    return argv
+
+
+def _busyboxes(platforms: Sequence[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for p in platforms:
+        arch = target_arch(p)
+        dpkg = DPKG_ARCH.get(arch, arch)
+        path = toolchain.busybox_path(dpkg)
+        try:
+            out[arch] = path.read_bytes()
+        except OSError:
+            raise ToolError(f"offline base: no static busybox for {p} at {path}; run 'pipeline doctor --install' "
+                            f"(fetches busybox-static:{dpkg})", tool="busybox") from None
+    return out
+
+
+def _existing_digest(registry_host: str, repository: str, tag: str) -> str | None:
+    """The digest of ``repository:tag`` in the registry, or ``None`` (credentials from the docker config)."""
+    # the httpx-based OCI client, imported here so that the pure parts need no httpx
+    from pipeline.tools import registry as oci
+
+    host, _, namespace = registry_host.strip("/").partition("/")
+    repo = f"{namespace}/{repository}" if namespace else repository
+    insecure = host.split(":")[0] in ("127.0.0.1", "localhost") or host.startswith("[::1]")
+    creds = oci.credentials_from_docker_config(host, os.environ)
+    with oci.Registry(host, insecure=insecure, credentials=creds) as reg:
+        desc = reg.manifest_head(repo, tag)
+    return desc.digest if desc else None
+
+
+def ensure_offline_base(registry_host: str, repository: str = DEFAULT_REPOSITORY, *,
+                        platforms: Sequence[str] = DEFAULT_PLATFORMS, tag: str = "busybox") -> str:
+    """Build and push the base image unless the registry has it already; returns ``host/repo@sha256:…``."""
+    platforms = tuple(dict.fromkeys(platforms))
+    if not platforms:
+        raise ToolError("offline base: no platforms given", tool="buildx")
+    bins = _busyboxes(platforms)
+    key = content_key(bins, platforms)
+    ktag = key_tag(key)
+    name = f"{registry_host.rstrip('/')}/{repository}"
+    logger = log.get().bind(image=name, key=ktag)
+
+    existing = _existing_digest(registry_host, repository, ktag)
+    if existing:
+        logger.info("offline_base.found", digest=existing)
+        return f"{name}@{existing}"
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pipeline-offline-base-") as tmp:
+        ctx = Path(tmp) / "context"
+        for arch, data in bins.items():
+            (ctx / arch).mkdir(parents=True)
+            (ctx / arch / "busybox").write_bytes(data)
+            (ctx / arch / "busybox").chmod(0o755)
+        for rel, (text, mode) in ROOTFS.items():
+            path = ctx / "rootfs" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
+        for d in sorted({p for rel in ROOTFS for p in (ctx / "rootfs" / rel).parents if ctx / "rootfs" in p.parents}):
+            d.chmod(0o755)
+        (ctx / "Dockerfile").write_text(DOCKERFILE)
+        metadata = Path(tmp) / "metadata.json"
+        argv = build_argv(ctx, [f"{name}:{tag}", f"{name}:{ktag}"], platforms, metadata, key)
+        proc.run(argv, timeout=BUILD_TIMEOUT_S, what=f"offline base: build and push {name}:{tag}")
+        try:
+            digest = json.loads(metadata.read_text())["containerimage.digest"]
+        except (OSError, ValueError, KeyError):
+            raise ToolError(f"offline base: buildx wrote no containerimage.digest to {metadata.name}",
+                            tool="buildx") from None
+    logger.info("offline_base.pushed", digest=digest, platforms=list(platforms),
+                seconds=round(time.monotonic() - started, 1))
+    return f"{name}@{digest}"

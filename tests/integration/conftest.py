@@ -1,0 +1,312 @@
+"""Session fixtures for the integration suite: the real engine, registries, a base image.
+
+* Every test under ``tests/integration`` gets the ``integration`` marker.
+* A missing tool fails the test when ``CI`` or ``PIPELINE_REQUIRE_TOOLS`` is set, and
+  skips it elsewhere (the skip line says so): see :func:`check_tool` / ``require_tool``.
+* ``registries``: three real distribution registries on free ports standing in for GHCR
+  (htpasswd), ECR (plain) and Docker Hub (htpasswd, deletes enabled), with random
+  credentials made at test time, a temporary ``DOCKER_CONFIG`` holding their ``auths``
+  (exported for the whole session, so docker, buildx, cosign and trivy see it) and
+  ``PIPELINE_TEST_<NAME>_USER`` / ``_PASSWORD`` environment variables for config files.
+* ``offline_base``: a busybox base image (amd64 + arm64) in the ``ecr`` registry, by digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline import log
+from pipeline.errors import ToolError
+from pipeline.tools import localregistry, proc, toolchain
+
+HERE = Path(__file__).parent.resolve()
+
+# --------------------------------------------------------------------------- marker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if HERE == path or HERE in path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def tools_required() -> bool:
+    """In CI (or with PIPELINE_REQUIRE_TOOLS) a missing tool is a failure, never a skip."""
+    return bool(os.environ.get("CI") or os.environ.get("PIPELINE_REQUIRE_TOOLS"))
+
+
+def missing(name: str, detail: str) -> None:
+    """Fail (CI) or skip (elsewhere) because ``name`` is not usable."""
+    if tools_required():
+        pytest.fail(f"{name} missing: {detail} (CI and PIPELINE_REQUIRE_TOOLS require every tool; "
+                    f"run 'pipeline doctor --install')", pytrace=False)
+    pytest.skip(f"{name} missing: {detail} (CI fails here instead)")
+
+
+def _binfmt_ok(arch: str) -> bool:
+    name = f"qemu-{toolchain.QEMU_NAMES.get(arch, arch)}"
+    try:
+        entry = toolchain.parse_binfmt_entry(name, (toolchain.BINFMT_DIR / name).read_text())
+    except OSError:
+        return False
+    return entry.enabled and entry.fix_binary
+
+
+@functools.cache
+def _tool_problem(name: str) -> str | None:
+    """Why ``name`` is not usable (``None`` when it is). Cached for the session."""
+    if name in ("docker-engine", "engine"):
+        if proc.which("docker") is None:
+            return "the docker client is not installed"
+        try:
+            toolchain.ensure_dockerd()
+        except ToolError as exc:
+            return str(exc)
+        return None
+    if name == "buildx":
+        if proc.which("docker") is None:
+            return "the docker client is not installed"
+        r = proc.run(["docker", "buildx", "version"], check=False, timeout=60, what="docker buildx version")
+        return None if r.returncode == 0 and toolchain.parse_buildx_version(r.stdout) else \
+            "docker buildx does not answer (no cli plugin)"
+    if name.startswith("qemu-"):
+        arch = name.split("-", 1)[1]
+        if arch == toolchain.host_arch():
+            return None
+        return None if _binfmt_ok(arch) else f"no QEMU binfmt handler with the F flag for {arch}"
+    if name.startswith("busybox-"):
+        arch = name.split("-", 1)[1]
+        path = toolchain.busybox_path(arch)
+        return None if path.is_file() else f"no static busybox for {arch} at {path}"
+    if name == "cosign":
+        if proc.which("cosign") is None:
+            return "cosign is not installed"
+        r = proc.run(["cosign", "version"], check=False, timeout=60, what="cosign version")
+        return None if r.returncode == 0 else "cosign does not run"
+    return None if proc.which(name) else f"'{name}' is not on PATH"
+
+
+def check_tool(name: str) -> None:
+    """Skip or fail (see :func:`missing`) unless ``name`` is usable.
+
+    Names: ``docker``, ``docker-engine``, ``docker-registry``, ``buildx``, ``trivy``, ``cosign``,
+    ``htpasswd``, ``openssl``, ``skopeo``, ``qemu-<arch>``, ``busybox-<arch>`` (dpkg arch names).
+    """
+    problem = _tool_problem(name)
+    if problem:
+        missing(name, problem)
+
+
+@pytest.fixture(scope="session")
+def require_tool():
+    """``require_tool("trivy")`` inside a test: skip here, fail in CI, when the tool is missing."""
+    return check_tool
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> toolchain.EngineInfo:
+    """A Docker engine that answers (started when needed)."""
+    check_tool("docker-engine")
+    info = toolchain.engine_info()
+    assert info is not None, "docker info stopped answering"
+    return info
+
+
+# --------------------------------------------------------------------------- registries
+
+
+@dataclass(frozen=True)
+class TestRegistry:
+    """One registry of the session: what tests and config files need to reach it."""
+
+    __test__ = False  # not a test class
+
+    name: str                  # ghcr | ecr | hub
+    host: str                  # "127.0.0.1:<port>"
+    username: str | None       # None: no auth
+    password: str | None
+    delete: bool
+    instance: localregistry.RegistryInstance
+    username_env: str | None = None
+    password_env: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def auth(self) -> bool:
+        return self.username is not None
+
+    @property
+    def toml(self) -> str:
+        """A ``[[registries]]`` entry for a pipeline config file."""
+        lines = ["[[registries]]", f'name = "{self.name}"', f'url = "{self.host}"']
+        if self.auth:
+            lines += ['auth = "env"', f'username_env = "{self.username_env}"',
+                      f'password_env = "{self.password_env}"']
+        else:
+            lines.append('auth = "none"')
+        return "\n".join(lines) + "\n"
+
+    def auth_header(self) -> dict[str, str]:
+        if not self.auth:
+            return {}
+        return localregistry.basic_auth_header(self.username or "", self.password or "")
+
+    def log_offset(self) -> int:
+        """Where the registry's log ends now (pass to :meth:`uploads_since`)."""
+        return localregistry.log_offset(self.instance)
+
+    def uploads_since(self, offset: int = 0, repo: str | None = None) -> list[tuple[str, str]]:
+        """``(repo, digest)`` of blob uploads the registry completed since ``offset``."""
+        return localregistry.uploads_since(self.instance, offset, repo)
+
+    def __repr__(self) -> str:  # the password never shows in assertion output
+        return f"TestRegistry(name={self.name!r}, host={self.host!r}, username={self.username!r}, " \
+               f"delete={self.delete!r})"
+
+
+def registry_log_uploads(reg: TestRegistry, since: int = 0, repo: str | None = None) -> int:
+    """How many blob uploads ``reg`` completed since log offset ``since``.
+
+    The registry writes one access-log line per request when it has answered; a finished
+    upload is ``"PUT /v2/<repo>/blobs/uploads/<uuid>?_state=…&digest=sha256%3A<hex> HTTP/1.1" 201``.
+    Lines are not in time order (each carries the request's start time), but every request
+    that was answered before the call is in the file.
+    """
+    return len(reg.uploads_since(since, repo))
+
+
+@pytest.fixture(scope="session")
+def registry_uploads():
+    """The :func:`registry_log_uploads` helper, for tests."""
+    return registry_log_uploads
+
+
+#: name → (htpasswd auth, deletes enabled)
+REGISTRY_ROLES = {"ghcr": (True, False), "ecr": (False, False), "hub": (True, True)}
+
+
+def _write_docker_config(path: Path, auths: dict[str, tuple[str, str]]) -> None:
+    """config.json with ``auths`` for the session; the user's plugins and contexts stay reachable."""
+    path.mkdir(parents=True, exist_ok=True)
+    original = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    data: dict = {"auths": {host: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()}
+                            for host, (u, p) in auths.items()}}
+    try:
+        current = json.loads((original / "config.json").read_text()).get("currentContext")
+    except (OSError, ValueError):
+        current = None
+    if current:
+        data["currentContext"] = current
+    for sub in ("cli-plugins", "contexts"):
+        if (original / sub).is_dir() and not (path / sub).exists():
+            (path / sub).symlink_to(original / sub)
+    cfg = path / "config.json"
+    cfg.touch(mode=0o600)
+    cfg.write_text(json.dumps(data, indent=2))
+
+
+@pytest.fixture(scope="session")
+def docker_config(registries: dict[str, TestRegistry]) -> Path:
+    """The session's DOCKER_CONFIG directory (credentials for the auth registries)."""
+    return Path(os.environ["DOCKER_CONFIG"])
+
+
+@pytest.fixture(scope="session")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TestRegistry]]:
+    """``{"ghcr": …, "ecr": …, "hub": …}``: real registries, stopped at the end of the session."""
+    root = tmp_path_factory.mktemp("registries")
+    state_root = root / "state"
+    started: list[str] = []
+    out: dict[str, TestRegistry] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        try:
+            for name, (auth, delete) in REGISTRY_ROLES.items():
+                user = password = user_env = password_env = None
+                htpasswd = None
+                if auth:
+                    if proc.which("htpasswd") is None:
+                        missing("htpasswd", "'htpasswd' is not on PATH (apt-get install apache2-utils)")
+                    user, password = f"{name}-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+                    log.register_secret(password)
+                    htpasswd = root / "auth" / f"{name}.htpasswd"
+                    localregistry.add_user(htpasswd, user, password)
+                    user_env, password_env = f"PIPELINE_TEST_{name.upper()}_USER", \
+                        f"PIPELINE_TEST_{name.upper()}_PASSWORD"
+                    mp.setenv(user_env, user)
+                    mp.setenv(password_env, password)
+                try:
+                    inst = localregistry.start(name, port=0, state_root=state_root, htpasswd=htpasswd,
+                                               delete=delete)
+                except ToolError as exc:
+                    if proc.which(localregistry.BINARY) is None:
+                        missing("docker-registry", str(exc))
+                    raise
+                started.append(name)
+                out[name] = TestRegistry(name, inst.host, user, password, delete, inst, user_env, password_env)
+            _write_docker_config(root / "docker-config",
+                                 {r.host: (r.username, r.password) for r in out.values()
+                                  if r.username and r.password})
+            mp.setenv("DOCKER_CONFIG", str(root / "docker-config"))
+            yield out
+        finally:
+            for name in started:
+                localregistry.stop(name, state_root=state_root)
+            forget_local_images([r.host for r in out.values()])
+
+
+def forget_local_images(hosts: list[str]) -> None:
+    """Untag the engine's images named after ``hosts`` (pulls and builds of the session).
+
+    Best effort: the content stays while other names use it; only the names of registries
+    that are gone are dropped, so the image list does not grow with every session.
+    """
+    if not hosts or proc.which("docker") is None:
+        return
+    r = proc.run(["docker", "image", "ls", "--format", "{{.Repository}}\t{{.Tag}}\t{{.Digest}}"], check=False,
+                 timeout=60, what="docker image ls")
+    names = []
+    for line in r.stdout.splitlines():
+        repo, _, rest = line.partition("\t")
+        tag, _, digest = rest.partition("\t")
+        if not any(repo.startswith(h + "/") for h in hosts):
+            continue
+        if tag and tag != "<none>":
+            names.append(f"{repo}:{tag}")
+        elif digest and digest != "<none>":
+            names.append(f"{repo}@{digest}")
+    if names:
+        proc.run(["docker", "image", "rm", *names], check=False, timeout=300, what="docker image rm")
+
+
+# --------------------------------------------------------------------------- base image
+
+
+@pytest.fixture(scope="session")
+def offline_base(registries: dict[str, TestRegistry], docker_engine: toolchain.EngineInfo) -> str:
+    """``127.0.0.1:<port>/pipeline/offline-base@sha256:…`` (linux/amd64 + linux/arm64) in ``ecr``."""
+    from pipeline.tools.offline_base import ensure_offline_base
+
+    check_tool("buildx")
+    for arch in ("amd64", "arm64"):
+        check_tool(f"busybox-{arch}")
+        check_tool(f"qemu-{arch}")
+    return ensure_offline_base(registries["ecr"].host)
+
+
+__all__ = ["TestRegistry", "check_tool", "missing", "registry_log_uploads", "tools_required"]
