@@ -41,47 +41,7 @@ URL = "https://github.com/acme/widget"
 # Helpers
 # ---------------------------------------------------------------------------
 
-@dataclass
-class FakeGit:
-    """A GitReader answering from fields; ``None`` means git cannot tell."""
-
-    symbolic: str | None = None
-    decorations: tuple[str, ...] | None = None
-    tags: tuple[str, ...] | None = ()
-    sha: str | None = SHA
-    times: dict[str, datetime] = field(default_factory=lambda: {SHA: GIT_TIME})
-    origin_head: str | None = None
-    url: str | None = None
-    top: str | None = None
-
-    def symbolic_ref(self) -> str | None:
-        return self.symbolic
-
-    def detached_ref_names(self) -> tuple[str, ...] | None:
-        return self.decorations
-
-    def tags_at_head(self) -> tuple[str, ...] | None:
-        return self.tags
-
-    def head_sha(self) -> str | None:
-        return self.sha
-
-    def commit_time(self, rev: str = "HEAD") -> datetime | None:
-        if rev == "HEAD":
-            rev = self.sha or ""
-        return self.times.get(rev)
-
-    def origin_head_branch(self) -> str | None:
-        return self.origin_head
-
-    def remote_url(self, remote: str = "origin") -> str | None:
-        return self.url if remote == "origin" else None
-
-    def toplevel(self) -> str | None:
-        return self.top
-
-    def tree_hash(self, path: str) -> str | None:
-        return None
+from tests.support.fakegit import FakeGit  # noqa: E402
 
 
 NO_REPO = FakeGit(symbolic=None, decorations=None, tags=None, sha=None, times={})
