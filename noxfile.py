@@ -49,25 +49,26 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(default=False)
-def tags(session: nox.Session) -> None:
-    """Print the release tags for this checkout / CI context."""
-    _install(session)
-    _pipeline(session, "tags")
+# Thin sessions: `nox -s NAME -- ARGS` runs `python -m pipeline COMMAND ARGS`.
+THIN = {
+    "tags": ("tags", "Print the release tags for this checkout / CI context."),
+    "plan": ("plan", "Show every release stage and what it would do."),
+    "doctor": ("doctor", "Check the external tools (pass --install to install them)."),
+    "registry": ("registry", "A self-hosted registry: nox -s registry -- start|stop|status|adduser NAME."),
+}
 
 
-@nox.session(default=False)
-def plan(session: nox.Session) -> None:
-    """Show every release stage and what it would do."""
-    _install(session)
-    _pipeline(session, "plan")
+def _thin(name: str, command: str, doc: str) -> None:
+    def run(session: nox.Session) -> None:
+        _install(session)
+        _pipeline(session, command)
+
+    run.__doc__ = doc
+    nox.session(name=name, default=False)(run)
 
 
-@nox.session(default=False)
-def doctor(session: nox.Session) -> None:
-    """Check the external tools (pass --install to install them)."""
-    _install(session)
-    _pipeline(session, "doctor")
+for _name, (_command, _doc) in THIN.items():
+    _thin(_name, _command, _doc)
 
 
 @nox.session(default=False)
@@ -76,10 +77,3 @@ def release(session: nox.Session) -> None:
     _install(session)
     _bootstrap(session)
     _pipeline(session, "release")
-
-
-@nox.session(default=False)
-def registry(session: nox.Session) -> None:
-    """A self-hosted registry: nox -s registry -- start|stop|status|adduser NAME [--auth] [--port N]."""
-    _install(session)
-    _pipeline(session, "registry")

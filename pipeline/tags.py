@@ -414,12 +414,16 @@ class _Evaluator:
         value = template.render(rule.attrs["pattern"], self.date_helpers())
         self.emit(self.with_affixes(value, rule), False)
 
-    def rule_semver(self, rule: Rule) -> None:
+    def version_of(self, rule: Rule, parse: Any) -> tuple[str, Any]:
+        """semver/pep440: the value after ``match=`` and ``/`` → ``-``, and its parse (None: skip)."""
         raw = self.version_input(rule)
         if raw is None:
-            return
+            return "", None
         raw = self.apply_match_attr(rule, raw).replace("/", "-")
-        sv = parse_semver(raw)
+        return raw, parse(raw)
+
+    def rule_semver(self, rule: Rule) -> None:
+        raw, sv = self.version_of(rule, parse_semver)
         if sv is None:
             return
         pattern = rule.attrs["pattern"]
@@ -429,11 +433,7 @@ class _Evaluator:
         self.emit(self.with_affixes(value, rule), not sv.is_prerelease)
 
     def rule_pep440(self, rule: Rule) -> None:
-        raw = self.version_input(rule)
-        if raw is None:
-            return
-        raw = self.apply_match_attr(rule, raw).replace("/", "-")
-        pv = parse_pep440(raw)
+        raw, pv = self.version_of(rule, parse_pep440)
         if pv is None:
             return
         pattern = rule.attrs["pattern"]
