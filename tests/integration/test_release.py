@@ -306,3 +306,18 @@ def test_bad_config_is_exit_2(tmp_path, registries, offline_base):
     proc = pipeline(["release", "--config", str(cfg)], github_env(), tmp_path)
     line = assert_clean_failure(proc, 2, registries)
     assert "copy.failure_policy" in line
+
+
+def test_best_effort_tags_where_the_copy_worked_and_names_the_rest(tmp_path, registries, offline_base):
+    cfg = write_project(tmp_path, registries, offline_base, name="team/besteffort", release=("ecr", "hub"),
+                        extra='\n[copy]\nfailure_policy = "best-effort"\n'
+                              '\n[[registries]]\nname = "gone"\nurl = "127.0.0.1:9"\nauth = "none"\n')
+    proc = pipeline(["release", "--config", str(cfg), "--format", "json"], github_env(), tmp_path)
+    line = assert_clean_failure(proc, 3, registries)
+    assert "gone" in line
+    manifest = json.loads(proc.stdout)
+    for name in ("ecr", "hub"):
+        assert sorted(http_tags(registries[name], "team/besteffort")) == sorted(RELEASE_TAGS)
+        assert digest_of(skopeo_raw(registries[name], "team/besteffort:1.2.3")) == manifest["digest"]
+    gone = next(r for r in manifest["registries"] if r["name"] == "gone")
+    assert gone["digest"] is None and "gone" in gone["error"]

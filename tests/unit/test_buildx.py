@@ -1,0 +1,86 @@
+"""buildx argv is a pure function of a BuildSpec; failures summarise to one line."""
+
+from __future__ import annotations
+
+from pipeline.stages.build import build_key, dockerfile_arg_default, index_platforms, is_attestation
+from pipeline.tools.buildx import BuildSpec, build_argv, summarize_failure, unsupported_platforms
+
+
+def test_build_argv_single_multi_platform_push():
+    spec = BuildSpec(context="ctx", dockerfile="ctx/Dockerfile", platforms=("linux/amd64", "linux/arm64"),
+                     tags=("reg:5000/app:candidate-1",), build_args=(("A", "1"),),
+                     labels=(("org.opencontainers.image.version", "1.2.3"),),
+                     annotations=(("manifest:org.opencontainers.image.version", "1.2.3"),), target="runtime",
+                     cache_from=("type=registry,ref=reg:5000/app:buildcache",), cache_to=("type=inline",),
+                     metadata_file="/tmp/m.json", progress="plain")
+    assert build_argv(spec) == [
+        "docker", "buildx", "build", "--file", "ctx/Dockerfile", "--platform", "linux/amd64,linux/arm64",
+        "--progress=plain", "--provenance=false", "--target", "runtime", "--build-arg", "A=1",
+        "--label", "org.opencontainers.image.version=1.2.3",
+        "--annotation", "manifest:org.opencontainers.image.version=1.2.3",
+        "--tag", "reg:5000/app:candidate-1", "--cache-from", "type=registry,ref=reg:5000/app:buildcache",
+        "--cache-to", "type=inline", "--metadata-file", "/tmp/m.json",
+        "--output", "type=image,push=true,oci-mediatypes=true", "ctx"]
+
+
+def test_build_argv_builder_provenance_no_push():
+    argv = build_argv(BuildSpec(context=".", dockerfile="Dockerfile", platforms=("linux/arm64",), builder="remote",
+                                provenance=True, push=False))
+    assert argv[:5] == ["docker", "buildx", "build", "--builder", "remote"]
+    assert "--provenance=mode=max" in argv and "--output" not in argv and argv[-1] == "."
+
+
+def test_secrets_never_go_on_the_build_command_line():
+    argv = build_argv(BuildSpec(context=".", dockerfile="Dockerfile", platforms=("linux/amd64",)))
+    assert not any("password" in a.lower() or "token" in a.lower() for a in argv)
+
+
+def test_unsupported_platforms():
+    supported = ("linux/amd64", "linux/amd64/v2", "linux/arm64", "linux/riscv64")
+    assert unsupported_platforms(["linux/amd64", "linux/arm64"], supported) == []
+    assert unsupported_platforms(["linux/arm/v7", "linux/arm64/v8"], supported) == ["linux/arm/v7"]
+
+
+def test_failure_summary_names_file_and_line():
+    out = """#9 [runtime 3/4] RUN exit 7
+#9 ERROR: process "/bin/sh -c exit 7" did not complete successfully: exit code: 7
+------
+ > [runtime 3/4] RUN exit 7:
+------
+Dockerfile:8
+--------------------
+   6 |     COPY app.txt /app.txt
+   7 | >>> RUN exit 7
+--------------------
+ERROR: failed to solve: process "/bin/sh -c exit 7" did not complete successfully: exit code: 7"""
+    assert summarize_failure(out, "ctx/Dockerfile") == (
+        'ctx/Dockerfile:8: failed to solve: process "/bin/sh -c exit 7" did not complete successfully: exit code: 7')
+    assert "exec format error" not in summarize_failure("ERROR: boom", "D")
+    assert "qemu" in summarize_failure("exec /bin/sh: exec format error\nERROR: failed to solve", "D")
+
+
+def test_build_key_depends_on_every_input_but_not_on_order_of_keys():
+    base = {"context": "git:abc", "dockerfile": "d", "build_args": {"A": "1", "B": "2"},
+            "platforms": ["linux/amd64"], "target": None, "labels": {}, "annotations": {}, "provenance": False}
+    same = dict(base, build_args={"B": "2", "A": "1"})
+    assert build_key(base) == build_key(same)
+    for key, value in (("context", "git:abd"), ("platforms", ["linux/arm64"]), ("target", "x"),
+                       ("build_args", {"A": "2", "B": "2"})):
+        assert build_key(dict(base, **{key: value})) != build_key(base)
+
+
+def test_dockerfile_arg_default():
+    text = "# x\nARG BASE_IMAGE=busybox:1.36\nFROM ${BASE_IMAGE}\n"
+    assert dockerfile_arg_default(text, "BASE_IMAGE") == "busybox:1.36"
+    assert dockerfile_arg_default("ARG BASE_IMAGE\n", "BASE_IMAGE") is None
+
+
+def test_index_platforms_leave_attestations_out():
+    index = {"manifests": [
+        {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "sha256:b", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": "sha256:c", "platform": {"os": "unknown", "architecture": "unknown"},
+         "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+    ]}
+    assert index_platforms(index) == {"linux/amd64": "sha256:a", "linux/arm64/v8": "sha256:b"}
+    assert is_attestation(index["manifests"][2])
