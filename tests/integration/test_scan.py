@@ -1,0 +1,300 @@
+"""The scan gate on the real toolchain (issue 4 acceptance): real Trivy, real registries, a DB made here.
+
+A small Trivy DB (tests/support/trivydb.py: one HIGH CVE for musl < 1.2.4-r99 on Alpine 3.19)
+is pushed as an OCI artifact to the session's plain registry and named in
+``scan.db_repository``. Test images are the offline busybox base plus an Alpine apk
+database (per platform, so one variant is vulnerable on arm64 only). Releases run through
+``pipeline.cli.main``; what the release registries hold is checked over raw HTTP and with
+skopeo, never through our own registry client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.tools.registry import Registry
+from tests.support import project as support
+from tests.support.project import http_tags
+from tests.support import trivydb
+from tests.support.record_trivy import apk_installed
+
+SHA = "5ca45ca45ca45ca45ca45ca45ca45ca45ca45ca4"
+RELEASE = ("ghcr", "ecr", "hub")
+DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+ARG TARGETARCH
+COPY alpine-release /etc/alpine-release
+COPY apk-${TARGETARCH}/installed /lib/apk/db/installed
+COPY app.txt /app.txt
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toolchain(docker_engine, registries, require_tool):
+    for tool in ("buildx", "docker-registry", "trivy", "skopeo"):
+        require_tool(tool)
+
+
+@pytest.fixture(scope="module")
+def db_ref(registries) -> str:
+    """The minimal DB as Trivy's OCI artifact in the plain registry."""
+    reg = registries["ecr"]
+    with Registry(reg.host, insecure=True) as client:
+        trivydb.push(client, "mirror/trivy-db", "2", trivydb.pack(trivydb.minimal_db()))
+    return f"{reg.host}/mirror/trivy-db:2"
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One Trivy cache for the releases of the same image: the scan cache is checked across them."""
+    return tmp_path_factory.mktemp("trivy-cache")
+
+
+def github_env() -> dict[str, str]:
+    return support.github_env(sha=SHA)
+
+
+def project(tmp: Path, registries: dict[str, Any], offline_base: str, db: str, *, name: str, cache: Path,
+            arm64_only: bool = False, exceptions: str = "", scan_extra: str = "") -> Path:
+    ctx = tmp / "ctx"
+    for arch, (musl, apk_arch) in {"amd64": ("1.2.4-r99" if arm64_only else "1.2.4-r2", "x86_64"),
+                                   "arm64": ("1.2.4-r2", "aarch64")}.items():
+        (ctx / f"apk-{arch}").mkdir(parents=True, exist_ok=True)
+        (ctx / f"apk-{arch}" / "installed").write_text(apk_installed(musl, apk_arch))
+    (ctx / "alpine-release").write_text("3.19.1\n")
+    (ctx / "app.txt").write_text(f"{name}\n")
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (tmp / "scan-exceptions.toml").write_text(exceptions)
+    regs = "\n".join(registries[r].toml for r in RELEASE)
+    cfg = tmp / "pipeline.toml"
+    cfg.write_text(f"""
+[image]
+name = "{name}"
+context = "{ctx}"
+dockerfile = "{ctx / 'Dockerfile'}"
+platforms = ["linux/amd64", "linux/arm64"]
+[image.build_args]
+BASE_IMAGE = "{offline_base}"
+
+[tags]
+rules = ["type=semver,pattern={{{{version}}}}", "type=semver,pattern={{{{major}}}}.{{{{minor}}}}"]
+
+{regs}
+[staging]
+registry = "ecr"
+repository = "staging/{name}"
+
+[scan]
+fail_on = "HIGH"
+db_repository = ["{db}"]
+cache_dir = "{cache}"
+exceptions_file = "{tmp / 'scan-exceptions.toml'}"
+{scan_extra}
+
+[sign]
+enabled = false
+[retry]
+attempts = 2
+initial_seconds = 0.1
+max_seconds = 0.5
+[report]
+dir = "{tmp / 'dist'}"
+""")
+    return cfg
+
+
+def pipeline(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    run = support.run_main(args, env or github_env())
+    return run.code, run.out, run.err
+
+
+def http_has_manifest(reg: Any, repo: str, digest: str) -> bool:
+    r = httpx.head(f"{reg.url}/v2/{repo}/manifests/{digest}", timeout=30, headers={
+        **reg.auth_header(), "Accept": "application/vnd.oci.image.index.v1+json,"
+                                      "application/vnd.oci.image.manifest.v1+json"})
+    return r.status_code == 200
+
+
+def skopeo_tags(reg: Any, repo: str) -> list[str]:
+    authfile = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    r = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", "--authfile", str(authfile),
+                        f"docker://{reg.host}/{repo}"], capture_output=True, text=True, timeout=120)
+    return json.loads(r.stdout).get("Tags") or [] if r.returncode == 0 else []
+
+
+def assert_release_registries_untouched(registries: dict[str, Any], name: str, dist: Path) -> None:
+    manifest = json.loads((dist / "release.json").read_text())
+    index = manifest["digest"]
+    assert index, manifest
+    platforms = list(manifest["platforms"].values())
+    for r in RELEASE:
+        reg = registries[r]
+        assert http_tags(reg, name) == [], f"{r} got release tags"
+        assert skopeo_tags(reg, name) == [], f"{r} got release tags (skopeo)"
+        for digest in (index, *platforms):
+            assert not http_has_manifest(reg, name, digest), f"{r} got {digest}"
+    assert http_has_manifest(registries["ecr"], f"staging/{name}", index)      # the candidate stays staged
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def test_vulnerable_image_fails_naming_cve_package_per_platform_and_releases_nothing(
+        tmp_path, registries, offline_base, db_ref, shared_cache):
+    cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-vuln", cache=shared_cache)
+    code, out, err = pipeline(["release", "--config", str(cfg)])
+    assert code == 1, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("pipeline: error:"))
+    for platform in ("linux/amd64", "linux/arm64"):
+        assert f"{platform}: CVE-2099-0001 (HIGH) in musl 1.2.4-r2, fixed in 1.2.4-r99" in line
+    assert_release_registries_untouched(registries, "scan-vuln", tmp_path / "dist")
+    stages = {s["stage"]: s["status"] for s in json.loads((tmp_path / "dist" / "release.json").read_text())["stages"]}
+    assert stages["scan"] == "failed" and "copy" not in stages and "tag" not in stages
+    scan_dir = tmp_path / "dist" / "scan"
+    arm = json.loads((scan_dir / "linux-arm64.json").read_text())
+    assert arm["ArtifactType"] == "container_image" and "@sha256:" in arm["ArtifactName"]
+    verdict = json.loads((scan_dir / "verdict.json").read_text())
+    assert {p: v["verdict"] for p, v in verdict["platforms"].items()} == {"linux/amd64": "fail",
+                                                                          "linux/arm64": "fail"}
+    # the same report, judged again from the file (pipeline scan --report)
+    code, out, err = pipeline(["scan", "--report", str(scan_dir / "linux-arm64.json"), "--config", str(cfg),
+                               "--format", "json"])
+    assert code == 1, err
+    assert [(b["id"], b["package"]) for b in json.loads(out)["blocking"]] == [("CVE-2099-0001", "musl")]
+
+
+def test_unexpired_exception_passes_and_is_listed_then_expired_fails_naming_it(
+        tmp_path, registries, offline_base, db_ref, shared_cache, capsys):
+    exception = ('[[exceptions]]\nid = "CVE-2099-0001"\npackage = "musl"\nreason = "test: not reachable"\n'
+                 'expires = {}\nowner = "qa"\n')
+    ok = tmp_path / "ok"
+    cfg = project(ok, registries, offline_base, db_ref, name="scan-vuln", cache=shared_cache,
+                  exceptions=exception.format("2099-01-01"))
+    code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"])
+    assert code == 0, err[-3000:]
+    manifest = json.loads(out)
+    scan = manifest["outputs"]["scan"]
+    assert scan["verdict"] == "pass"
+    for platform in ("linux/amd64", "linux/arm64"):
+        [used] = [s for s in scan["platforms"][platform]["suppressed"] if s["id"] == "CVE-2099-0001"]
+        assert used["by"] == "exception:CVE-2099-0001" and used["expires"] == "2099-01-01"
+        assert used["reason"] == "test: not reachable" and used["owner"] == "qa"
+    for r in RELEASE:
+        assert sorted(http_tags(registries[r], "scan-vuln")) == ["1.2", "1.2.3", "latest"]
+    assert "exception CVE-2099-0001 (musl) until 2099-01-01" in capsys.readouterr().err   # the terminal table
+    assert "`CVE-2099-0001` (musl) until 2099-01-01: test: not reachable" in (ok / "dist" / "scan" /
+                                                                            "summary.md").read_text()
+
+    expired = tmp_path / "expired"
+    cfg = project(expired, registries, offline_base, db_ref, name="scan-vuln", cache=shared_cache,
+                  exceptions=exception.format("2024-01-31"))
+    code, out, err = pipeline(["release", "--config", str(cfg)])
+    assert code == 1, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("pipeline: error:"))
+    assert "linux/arm64: CVE-2099-0001 (HIGH) in musl" in line
+    assert "exception for CVE-2099-0001 expired on 2024-01-31" in line
+    assert "build.reused" in err and "image.scan_reused" in err   # same inputs, digests and DB: no rebuild, no rescan
+
+
+def test_a_vulnerability_only_on_arm64_blocks_the_release(tmp_path, registries, offline_base, db_ref):
+    cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-arm64", cache=tmp_path / "cache",
+                  arm64_only=True)
+    code, out, err = pipeline(["release", "--config", str(cfg)])
+    assert code == 1, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("pipeline: error:"))
+    assert "linux/arm64: CVE-2099-0001 (HIGH) in musl 1.2.4-r2" in line and "linux/amd64" not in line
+    verdict = json.loads((tmp_path / "dist" / "scan" / "verdict.json").read_text())
+    assert verdict["platforms"]["linux/amd64"]["verdict"] == "pass"
+    assert_release_registries_untouched(registries, "scan-arm64", tmp_path / "dist")
+    junit = (tmp_path / "dist" / "scan" / "junit.xml").read_text()
+    assert 'name="CVE-2099-0001 musl 1.2.4-r2"' in junit
+
+
+def test_no_db_reachable_exits_3_with_what_to_configure(tmp_path, registries, offline_base):
+    missing = f"{registries['ecr'].host}/nothing/trivy-db:2"
+    cfg = project(tmp_path, registries, offline_base, missing, name="scan-vuln", cache=tmp_path / "empty-cache")
+    code, out, err = pipeline(["release", "--config", str(cfg)])
+    assert code == 3, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("pipeline: error:"))
+    assert f"no vulnerability DB: {missing}:" in line and "MANIFEST_UNKNOWN" in line
+    assert "scan.db_repository" in line and "--mirror-db" in line
+    code, out, err = pipeline(["scan", "--download-db", "--config", str(cfg)])
+    assert code == 3 and "no vulnerability DB:" in err
+
+
+def test_standalone_scan_reuses_the_staged_candidate_and_its_scan(tmp_path, registries, offline_base, db_ref):
+    cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-arm64", cache=tmp_path / "cache",
+                  arm64_only=True)
+    for _ in range(2):
+        code, out, err = pipeline(["scan", "--config", str(cfg), "--format", "json"])
+        assert code == 1, err[-3000:]
+        data = json.loads(out)
+        assert data["verdict"] == "fail"
+        assert data["platforms"]["linux/arm64"]["blocking"][0]["id"] == "CVE-2099-0001"
+        assert data["platforms"]["linux/amd64"]["verdict"] == "pass"
+    assert "build.reused" in err and "image.scan_reused" in err
+    assert all(p["cached"] for p in data["platforms"].values())
+
+
+def test_trivy_reads_the_staging_credentials_from_the_private_docker_config(tmp_path, registries, offline_base,
+                                                                             db_ref):
+    """Staging behind htpasswd; the user's docker config knows nothing: only Access's private one has them."""
+    cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-auth", cache=tmp_path / "cache",
+                  arm64_only=True)
+    cfg.write_text(cfg.read_text().replace('registry = "ecr"', 'registry = "ghcr"'))
+    code, out, err = pipeline(["build", "--config", str(cfg)])
+    assert code == 0, err[-3000:]
+    empty = tmp_path / "empty-docker-config"
+    empty.mkdir()
+    env = {**github_env(), "DOCKER_CONFIG": str(empty)}
+    code, out, err = pipeline(["scan", "--config", str(cfg), "--format", "json"], env)
+    assert code == 1, err[-3000:]
+    data = json.loads(out)
+    assert data["platforms"]["linux/arm64"]["image"].startswith(f"{registries['ghcr'].host}/staging/scan-auth@")
+    assert data["platforms"]["linux/arm64"]["blocking"][0]["id"] == "CVE-2099-0001"
+    assert registries["ghcr"].password not in out + err
+
+
+def test_mirror_db_then_download_db_from_the_mirror(tmp_path, registries, db_ref):
+    hub = registries["hub"]
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'[image]\nname = "x"\n{registries["hub"].toml}\n{registries["ecr"].toml}\n'
+                   f'[scan]\ndb_repository = ["{db_ref}"]\ncache_dir = "{tmp_path / "c1"}"\n[sign]\nenabled = false\n')
+    code, out, err = pipeline(["scan", "--mirror-db", f"{hub.host}/mirrors/trivy-db:2", "--config", str(cfg),
+                               "--format", "json"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["source"] == db_ref and data["destination"] == f"{hub.host}/mirrors/trivy-db:2"
+    assert http_tags(hub, "mirrors/trivy-db") == ["2"]
+    cfg2 = tmp_path / "p2.toml"
+    cfg2.write_text(cfg.read_text().replace(db_ref, f"{hub.host}/mirrors/trivy-db:2"))
+    code, out, err = pipeline(["scan", "--download-db", "--config", str(cfg2), "--format", "json"])
+    assert code == 0, err
+    assert json.loads(out)["source"] == f"{hub.host}/mirrors/trivy-db:2"
+    assert (tmp_path / "c1" / "db" / "trivy.db").is_file()
+    # no source answers: the cached DB is packed and pushed instead
+    cfg3 = tmp_path / "p3.toml"
+    cfg3.write_text(cfg.read_text().replace(db_ref, f"{registries['ecr'].host}/nothing/here:2"))
+    code, out, err = pipeline(["scan", "--mirror-db", f"{hub.host}/mirrors/from-cache:2", "--config", str(cfg3),
+                               "--format", "json"])
+    assert code == 0, err
+    assert json.loads(out)["source"].startswith("cache:")
+
+
+def test_sbom_needs_no_db(registries, offline_base):
+    from pipeline.tools import trivy
+
+    reg = registries["ecr"]
+    with Registry(reg.host, insecure=True) as client:
+        body, _, _ = client.manifest_get(offline_base.split("/", 1)[1].split("@")[0], offline_base.split("@")[1])
+    digest = json.loads(body)["manifests"][0]["digest"]
+    doc = json.loads(trivy.sbom(f"{offline_base.split('@')[0]}@{digest}", insecure=True))
+    assert doc["bomFormat"] == "CycloneDX"
