@@ -1,0 +1,226 @@
+"""What cosign left in a registry for one digest: listing, counting, the idempotency decision, copying along.
+
+Two on-registry formats exist (specs/cosign.md §0):
+
+* legacy (cosign v2): tag ``sha256-<hex>.sig`` — one manifest, one simple-signing layer per
+  signature — and ``sha256-<hex>.att`` — one DSSE layer per attestation, annotated ``predicateType``;
+* bundles (cosign v3): OCI 1.1 referrers (``GET /v2/<repo>/referrers/<digest>``, or the fallback
+  index tagged ``sha256-<hex>`` on registries without that API), each annotated
+  ``dev.sigstore.bundle.predicateType`` (``https://sigstore.dev/cosign/sign/v1`` for a signature).
+
+**Idempotency** (design invariant 4: no second signature by the same key). cosign v2 itself skips
+a signature whose payload and key match an existing layer, but it appends every attestation (the
+SBOM has a fresh serial number and time each run), and cosign v3 appends a new referrer every time.
+So the sign stage decides first, per digest and kind: :func:`decide` says ``sign`` when the listing
+holds nothing of that kind (no cosign call needed), ``check`` when something is there (then
+``cosign verify`` / ``verify-attestation`` with *our* key says whether one of them is ours: ``skip``
+if so, ``sign`` if they all belong to other keys).
+
+**Promotion.** cosign does not bind the repository name (the payload's ``docker-reference`` is not
+checked, specs/cosign.md §1.4/§6.1), so artifacts copied next to the same digest elsewhere still
+verify. :func:`copy_attachments` copies them (manifest tree by digest, then the tag) for any later
+promotion of a released digest; the sign stage recognises copied signatures as its own and adds none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.tools.cosign import PREDICATE_TYPES, SIGN_PREDICATE_TYPE
+from pipeline.tools.registry import (
+    NotFound,
+    Registry,
+    RegistryError,
+    copy_manifest_tree,
+    is_digest,
+)
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE = "application/vnd.dsse.envelope.v1+json"
+BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
+BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+SIGNATURE = "signature"  # the kind of a plain image signature (vs. an attestation's predicate type)
+SUFFIXES = ("sig", "att", "sbom")
+
+
+def _hex(digest: str) -> str:
+    if not is_digest(digest):
+        raise ValueError(f"{digest}: not a digest")
+    return digest.replace(":", "-", 1)
+
+
+def signature_tag(digest: str) -> str:
+    """``sha256:abc…`` → ``sha256-abc….sig`` (specs/cosign.md §1.1)."""
+    return f"{_hex(digest)}.sig"
+
+
+def attestation_tag(digest: str) -> str:
+    return f"{_hex(digest)}.att"
+
+
+def referrers_tag(digest: str) -> str:
+    """The OCI referrers fallback tag (no suffix) where registries lack the referrers API."""
+    return _hex(digest)
+
+
+def is_attachment_tag(tag: str) -> bool:
+    """``sha256-<hex>``, ``.sig``, ``.att``, ``.sbom``: cosign's tags, never images (prune must keep them)."""
+    base, _, suffix = tag.partition(".")
+    return base.startswith("sha256-") and len(base) == 71 and suffix in ("", *SUFFIXES)
+
+
+def predicate_type(kind: str) -> str:
+    """``cyclonedx`` → ``https://cyclonedx.org/bom``; a URI stays itself; ``signature`` → v3's sign predicate."""
+    if kind == SIGNATURE:
+        return SIGN_PREDICATE_TYPE
+    return PREDICATE_TYPES.get(kind, kind)
+
+
+# --------------------------------------------------------------------------- parsing (pure)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Signatures and attestations a registry holds for one digest (both formats)."""
+
+    digest: str
+    signatures: int = 0                                        # simple-signing layers in .sig
+    attestations: Mapping[str, int] = field(default_factory=dict)  # predicate type -> DSSE layers in .att
+    bundles: Mapping[str, int] = field(default_factory=dict)       # predicate type -> bundle referrers
+    sig_manifest: str | None = None                           # digest of the .sig manifest (when present)
+    att_manifest: str | None = None
+
+    def count(self, kind: str) -> int:
+        """How many artifacts of ``kind`` (``signature`` or a predicate type name/URI), either format."""
+        uri = predicate_type(kind)
+        legacy = self.signatures if kind == SIGNATURE else self.attestations.get(uri, 0)
+        return legacy + self.bundles.get(uri, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "signatures": self.signatures, "attestations": dict(self.attestations),
+                "bundles": dict(self.bundles)}
+
+
+def parse_signature_manifest(body: bytes | str | Mapping[str, Any]) -> int:
+    """Simple-signing layers of a ``.sig`` manifest (one per signature)."""
+    m = _json(body)
+    return sum(1 for layer in m.get("layers") or [] if layer.get("mediaType") == SIMPLE_SIGNING)
+
+
+def parse_attestation_manifest(body: bytes | str | Mapping[str, Any]) -> dict[str, int]:
+    """DSSE layers of an ``.att`` manifest by their ``predicateType`` annotation."""
+    m = _json(body)
+    out: dict[str, int] = {}
+    for layer in m.get("layers") or []:
+        if layer.get("mediaType") != DSSE:
+            continue
+        pt = (layer.get("annotations") or {}).get("predicateType", "")
+        out[pt] = out.get(pt, 0) + 1
+    return out
+
+
+def parse_referrers(body: bytes | str | Mapping[str, Any]) -> dict[str, int]:
+    """Sigstore bundles in a referrers list (API answer or fallback index) by predicate type."""
+    m = _json(body)
+    out: dict[str, int] = {}
+    for desc in m.get("manifests") or []:
+        if not str(desc.get("artifactType", "")).startswith(BUNDLE_PREFIX):
+            continue
+        pt = (desc.get("annotations") or {}).get(BUNDLE_PREDICATE, "")
+        out[pt] = out.get(pt, 0) + 1
+    return out
+
+
+def _json(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(body, Mapping):
+        return body
+    data = json.loads(body)
+    return data if isinstance(data, dict) else {}
+
+
+def decide(listing: Listing, kind: str, ours: bool | None = None) -> str:
+    """``sign`` | ``check`` | ``skip`` for one digest and kind.
+
+    Nothing of that kind there → ``sign``. Something there and we do not know whose → ``check``
+    (verify with our key, then call again with ``ours``). One of them verifies with our key →
+    ``skip``: a re-release adds no second signature or attestation by the same key.
+    """
+    if listing.count(kind) == 0:
+        return "sign"
+    if ours is None:
+        return "check"
+    return "skip" if ours else "sign"
+
+
+# --------------------------------------------------------------------------- registry reads and copies
+
+
+def _get(client: Registry, repo: str, tag: str) -> tuple[bytes, str] | None:
+    try:
+        body, _media, digest = client.manifest_get(repo, tag)
+    except NotFound:
+        return None
+    except RegistryError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return body, digest
+
+
+def _referrers_api(client: Registry, repo: str, digest: str) -> bytes | None:
+    """The referrers API answer, or None when the registry does not offer it (404/400/405)."""
+    try:
+        r = client.request("GET", f"/v2/{repo}/referrers/{digest}", scope=f"repository:{repo}:pull",
+                           headers={"Accept": "application/vnd.oci.image.index.v1+json"}, ok=(400, 404, 405),
+                           what=f"referrers of {repo}@{digest[:19]}")
+    except RegistryError:
+        return None
+    if r.status_code != 200 or "json" not in r.headers.get("Content-Type", "json"):
+        return None
+    return r.content
+
+
+def listing(client: Registry, repo: str, digest: str) -> Listing:
+    """Read what cosign stored for ``digest`` in ``repo`` (legacy tags, referrers API, fallback tag)."""
+    sig = _get(client, repo, signature_tag(digest))
+    att = _get(client, repo, attestation_tag(digest))
+    bundles: dict[str, int] = {}
+    api = _referrers_api(client, repo, digest)
+    if api is not None:
+        bundles = parse_referrers(api)
+    else:
+        fallback = _get(client, repo, referrers_tag(digest))
+        if fallback is not None:
+            bundles = parse_referrers(fallback[0])
+    return Listing(digest,
+                   signatures=parse_signature_manifest(sig[0]) if sig else 0,
+                   attestations=parse_attestation_manifest(att[0]) if att else {},
+                   bundles=bundles,
+                   sig_manifest=sig[1] if sig else None,
+                   att_manifest=att[1] if att else None)
+
+
+def copy_attachments(src: Registry, src_repo: str, dst: Registry, dst_repo: str, digest: str,
+                     stats: dict[str, int] | None = None) -> list[str]:
+    """Copy cosign's tags for ``digest`` (``.sig``, ``.att``, ``.sbom``, referrers fallback) that ``dst`` lacks.
+
+    Each goes as a manifest tree by digest, then its tag. A tag ``dst`` already has is left alone
+    (its own signatures stay; the sign stage adds ours there if none of them is ours).
+    Returns the tags copied.
+    """
+    stats = stats if stats is not None else {}
+    copied: list[str] = []
+    base = _hex(digest)
+    for tag in (f"{base}.sig", f"{base}.att", f"{base}.sbom", base):
+        found = _get(src, src_repo, tag)
+        if found is None or dst.manifest_head(dst_repo, tag) is not None:
+            continue
+        body, manifest_digest = found
+        copy_manifest_tree(src, src_repo, dst, dst_repo, manifest_digest, stats)
+        media = _json(body).get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+        dst.manifest_put(dst_repo, tag, body, str(media))
+        copied.append(tag)
+    return copied
