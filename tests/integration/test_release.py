@@ -7,22 +7,18 @@ independent client (skopeo) and raw HTTP, never through our own registry code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
-
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support import project
+from tests.support.project import RELEASE_TAGS, digest_of, github_env, http_tags, skopeo_raw
+from tests.support.project import run_process as pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-SHA = "1f0c0ffee1f0c0ffee1f0c0ffee1f0c0ffee1f0c"
-RELEASE_TAGS = ["1.2.3", "1.2", "1", "latest"]
 DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS build
@@ -40,84 +36,9 @@ def toolchain(docker_engine, registries, require_tool):
         require_tool(tool)
 
 
-def github_env(ref: str = "refs/tags/v1.2.3", sha: str = SHA) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "JENKINS"))}
-    env.update({"GITHUB_ACTIONS": "true", "GITHUB_REF": ref, "GITHUB_SHA": sha, "GITHUB_EVENT_NAME": "push",
-                "GITHUB_REPOSITORY": "acme/app", "GITHUB_SERVER_URL": "https://github.com",
-                "SOURCE_DATE_EPOCH": "1700000000", "PYTHONPATH": str(ROOT)})
-    env.pop("CI", None)  # plain progress either way; CI=true would only change buildx's progress style
-    return env
-
-
 def write_project(tmp: Path, registries: dict[str, Any], offline_base: str, *, name: str,
-                  mode: str = "single", platforms=("linux/amd64", "linux/arm64"), extra: str = "",
-                  dockerfile: str = DOCKERFILE, release=("ghcr", "ecr", "hub")) -> Path:
-    ctx = tmp / "ctx"
-    ctx.mkdir(parents=True, exist_ok=True)
-    (ctx / "Dockerfile").write_text(dockerfile)
-    (ctx / "app.txt").write_text(f"{name}\n")
-    regs = "\n".join(registries[r].toml for r in release)
-    cfg = tmp / "pipeline.toml"
-    cfg.write_text(f"""
-[image]
-name = "{name}"
-context = "{ctx}"
-dockerfile = "{ctx / 'Dockerfile'}"
-platforms = {json.dumps(list(platforms))}
-[image.build_args]
-BASE_IMAGE = "{offline_base}"
-
-[tags]
-rules = ["type=semver,pattern={{{{version}}}}", "type=semver,pattern={{{{major}}}}.{{{{minor}}}}",
-         "type=semver,pattern={{{{major}}}}", "type=ref,event=branch", "type=ref,event=pr"]
-
-{regs}
-[staging]
-registry = "ecr"
-repository = "staging/{name}"
-
-[build]
-mode = "{mode}"
-
-[scan]
-enabled = false
-[sign]
-enabled = false
-[retry]
-attempts = 2
-initial_seconds = 0.1
-max_seconds = 0.5
-
-[report]
-dir = "{tmp / 'dist'}"
-{extra}
-""")
-    return cfg
-
-
-def pipeline(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def skopeo_raw(reg: Any, ref: str) -> bytes | None:
-    """The manifest as an independent client sees it (None when missing)."""
-    authfile = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
-    r = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(authfile),
-                        f"docker://{reg.host}/{ref}"], capture_output=True, timeout=120)
-    return r.stdout if r.returncode == 0 else None
-
-
-def http_tags(reg: Any, repo: str) -> list[str]:
-    r = httpx.get(f"{reg.url}/v2/{repo}/tags/list", headers=reg.auth_header(), timeout=30)
-    if r.status_code == 404:
-        return []
-    r.raise_for_status()
-    return r.json().get("tags") or []
-
-
-def digest_of(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+                  dockerfile: str = DOCKERFILE, **kw: Any) -> Path:
+    return project.write_project(tmp, registries, offline_base, name=name, dockerfile=dockerfile, **kw)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, registries: dict[str, Any]) -> str:
