@@ -55,6 +55,11 @@ THIN = {
     "plan": ("plan", "Show every release stage and what it would do."),
     "doctor": ("doctor", "Check the external tools (pass --install to install them)."),
     "registry": ("registry", "A self-hosted registry: nox -s registry -- start|stop|status|adduser NAME."),
+    "login": ("login", "Log the docker config in to every configured registry (passwords through stdin)."),
+    "pull-secret": ("pull-secret", "A Kubernetes pull secret: nox -s pull-secret -- --registry NAME [--output F]."),
+    "ci-init": ("ci-init", "Write CI files that call these sessions: nox -s ci-init -- github|gitlab|jenkins."),
+    "prune": ("prune", "Preview the [lifecycle] rules on every registry (nox -s prune -- --apply deletes)."),
+    "inventory": ("inventory", "Every image in every registry: a table and dist/inventory.html."),
 }
 
 
@@ -77,3 +82,18 @@ def release(session: nox.Session) -> None:
     _install(session)
     _bootstrap(session)
     _pipeline(session, "release")
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Split mode, one CI runner per platform: nox -s build -- --platform P --digest-out DIR."""
+    _install(session)
+    _bootstrap(session)
+    _pipeline(session, "build")
+
+
+@nox.session(default=False)
+def ecr(session: nox.Session) -> None:
+    """ECR set-up (boto3): nox -s ecr -- ensure | policy [--apply]."""
+    _install(session, "ecr")
+    _pipeline(session, "ecr")

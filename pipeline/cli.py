@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 from pipeline import __version__, ci, config, log
 from pipeline.context import Context, Options, source_date
-from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, PipelineError, UsageError
+from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, PipelineError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--platform", metavar="OS/ARCH", help="build only this platform (split mode, one CI runner each)")
     p.add_argument("--digest-out", metavar="DIR", help="write the platform's digest file here (for release --from-digests)")
+    p = sub.add_parser("scan", help="scan the staged candidate (every platform) and apply the gate; or judge a"
+                       " Trivy report (--report), prewarm (--download-db) or mirror (--mirror-db) the DB")
+    _common(p)
+    p.add_argument("--report", metavar="FILE.json", help="apply the [scan] policy to a Trivy JSON report made"
+                   " elsewhere (exit 0 pass, 1 fail)")
+    p.add_argument("--download-db", action="store_true", help="fetch the vulnerability DB into scan.cache_dir")
+    p.add_argument("--mirror-db", metavar="REGISTRY/REPO[:TAG]", help="copy the vulnerability DB artifact into"
+                   " this registry (then list it in scan.db_repository)")
     p = sub.add_parser("registry", help="run a self-hosted distribution registry: start | stop | status | adduser")
     p.add_argument("action", choices=("start", "stop", "status", "adduser"))
     p.add_argument("user", nargs="?", help="adduser: the user name (password from stdin or $PIPELINE_REGISTRY_PASSWORD)")
@@ -63,7 +71,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", action="store_true", help="require htpasswd (bcrypt) authentication")
     p.add_argument("--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
     p.add_argument("--no-delete", action="store_true", help="refuse deletes (default: deletes enabled)")
+    p.add_argument("--trust", action="store_true", help="with --tls: do the docker certs.d set-up (copy the"
+                   " certificate to <certs-d>/<host:port>/ca.crt; needs root)")
+    p.add_argument("--certs-d", metavar="DIR", default=None, help="docker's certs.d directory (default:"
+                   " /etc/docker/certs.d)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p = sub.add_parser("login", help="log the docker config in to every configured registry (passwords through"
+                       " stdin), for docker, buildx, cosign and trivy")
+    _common(p)
+    p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
+    p.add_argument("--username", metavar="USER", help="with --password-stdin: log in to one --registry by hand"
+                   " (registries with auth = \"docker\")")
+    p.add_argument("--password-stdin", action="store_true", help="read the password or token from stdin")
+    p = sub.add_parser("pull-secret", help="a Kubernetes image pull secret (YAML) for a registry, from the"
+                       " credentials a release uses; ECR adds a CronJob that refreshes it")
+    _common(p, fmt=False)
+    p.add_argument("--registry", required=True, metavar="NAME", help="the [[registries]] entry")
+    p.add_argument("--namespace", default="default", metavar="NS", help="namespace (default: default)")
+    p.add_argument("--name", default="regcred", help="Secret name (default: regcred)")
+    p.add_argument("--service-account", metavar="SA", help="also add the secret to this service account's"
+                   " imagePullSecrets")
+    p.add_argument("--output", metavar="FILE", help="write the YAML here (mode 0600) instead of stdout")
+    p.add_argument("--apply", action="store_true", help="apply it with kubectl (secret through stdin)")
+    p.add_argument("--no-refresh", action="store_true", help="ECR: leave out the refresh CronJob")
+    p.add_argument("--refresh-schedule", metavar="CRON", default=None, help="ECR: the CronJob schedule"
+                   " (default: every 8 hours; tokens live 12)")
+    p.add_argument("--aws-role-arn", metavar="ARN", help="ECR: the IAM role (IRSA) the refresh job assumes")
+    p = sub.add_parser("ci-init", help="write a GitHub workflow, .gitlab-ci.yml or Jenkinsfile that runs the nox"
+                       " sessions (plan on PRs, release on tags and the default branch)")
+    _common(p, fmt=False)
+    p.add_argument("ci", choices=("github", "gitlab", "jenkins"))
+    p.add_argument("--output", metavar="FILE", help="where to write (default: .github/workflows/release.yml,"
+                   " .gitlab-ci.yml or Jenkinsfile; '-': stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p = sub.add_parser("ecr", help="ECR set-up: ensure repositories (scan on push, tag immutability, encryption,"
+                       " lifecycle and repository policies); policy prints the repository policy")
+    p.add_argument("action", choices=("ensure", "policy"))
+    _common(p)
+    p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this ECR registry"
+                   " (repeatable; default: every ECR entry)")
+    p.add_argument("--apply", action="store_true", help="policy: also set it on each repository (ensure always does)")
+    p = sub.add_parser("verify", help="verify a release: tags resolve to one digest, cosign signature and SBOMs verify")
+    _common(p)
+    p.add_argument("ref", metavar="REF", help="a release tag (checked in every registry), sha256:DIGEST, or a full"
+                   " reference host/repo:tag")
+    p.add_argument("--digest", metavar="SHA256", help="the digest REF must resolve to (default: what the"
+                   " registries agree on)")
+    p = sub.add_parser("keygen", help="create a cosign key pair (password from $COSIGN_PASSWORD or stdin, never printed)")
+    p.add_argument("--output", metavar="PREFIX", default="cosign", help="writes PREFIX.key (0600) and PREFIX.pub"
+                   " (default: cosign)")
+    p.add_argument("--password-env", metavar="VAR", default="COSIGN_PASSWORD",
+                   help="environment variable holding the password (default: COSIGN_PASSWORD)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--force", action="store_true", help="replace an existing key pair")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p = sub.add_parser("prune", help="apply the [lifecycle] rules (ECR semantics) to every registry: a preview,"
+                       " --apply deletes")
+    _common(p)
+    p.add_argument("--apply", action="store_true", help="delete what the preview expires (needs [lifecycle] enabled)")
+    p.add_argument("--emit-ecr-policy", metavar="FILE", help="write the rules as an ECR lifecycle policy document"
+                   " ('-': stdout) and stop")
+    p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
+    p = sub.add_parser("inventory", help="every image in every registry: tags, platforms, signed, scanned, age,"
+                       " lifecycle verdict; writes an HTML page")
+    _common(p)
+    p.add_argument("--html", metavar="PATH", help="the static HTML page (default: <report.dir>/inventory.html)")
+    p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
     p = sub.add_parser("doctor", help="check (and with --install, install) the external tools")
     _common(p)
     p.add_argument("--install", action="store_true",
@@ -244,19 +317,314 @@ def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) 
                                    tls=args.tls)
     else:
         inst = localregistry.status(args.name, state_root=state_root)
+    trusted: list[str] = []
+    if args.trust:
+        if inst is None or not inst.tls:
+            raise UsageError("pipeline registry --trust: goes with a running registry started with --tls")
+        certs_d = Path(args.certs_d) if args.certs_d else localregistry.DOCKER_CERTS_D
+        trusted = [str(t) for t in localregistry.trust_certificate(inst, certs_d)]
     data = ({"name": args.name, "running": False} if inst is None else
             {"name": inst.name, "running": True, "address": inst.host, "pid": inst.pid, "data_dir": str(inst.data_dir),
-             "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend})
+             "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend,
+             "ca_cert": str(inst.ca_cert) if inst.ca_cert else None, "certs_d": trusted,
+             "certs_d_hint": None if trusted else inst.certs_d_hint})
 
     def text() -> str:
         if inst is None:
             return f"registry {args.name}: not running"
-        return (f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in {inst.data_dir};"
-                f" auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
-                f"tls {'on' if inst.tls else 'off'}")
+        lines = [f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in"
+                 f" {inst.data_dir}; auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
+                 f"tls {'on' if inst.tls else 'off'}"]
+        if trusted:
+            lines.append("docker trusts its certificate: " + ", ".join(trusted))
+        elif inst.tls and inst.ca_cert:
+            lines += [f"{localregistry.certs_d_hint(h, inst.ca_cert)}" for h in localregistry.certs_d_hosts(inst)]
+            lines.append("(or run again with --trust to do it)")
+        if inst.auth and args.action == "start":
+            lines.append(f"clients log in with: pipeline login --registry NAME --username USER --password-stdin"
+                         f" (or docker login {inst.host}); releases can read auth = \"env\" variables instead")
+        return "\n".join(lines)
 
     _emit(data, args.format, text, out)
     return EXIT_OK if inst is not None or args.action != "status" else 3
+
+
+def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import refs, verification
+
+    cfg = config.load(Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH), env)
+    try:
+        targets, named = verification.targets_for(cfg, args.ref)
+    except (ValueError, refs.RefError) as exc:
+        raise UsageError(f"pipeline verify: {exc}") from None
+    if args.digest and not refs.DIGEST.match(args.digest):
+        raise UsageError(f"pipeline verify --digest: '{args.digest}' is not a sha256 digest")
+    if not targets:
+        raise UsageError("pipeline verify: the config names no registry to look in")
+    report = verification.verify(cfg, env, targets, expected=args.digest or named)
+    _emit({"ref": args.ref, **report.to_dict()}, args.format, report.text, out)
+    if not report.ok:
+        raise _Failed(report.failure_message(), EXIT_POLICY)
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import keys
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password_env in env:
+        password = env[args.password_env]
+    else:
+        raise UsageError(f"pipeline keygen: set ${args.password_env} or pass --password-stdin (the password never"
+                         " goes on the command line)")
+    key, pub = keys.keygen(Path(args.output), password, force=args.force, env=keys.passthrough_env(env))
+    source = "stdin" if args.password_stdin else f"${args.password_env}"
+    data = {"private_key": str(key), "public_key": str(pub), "password_source": source}
+    _emit(data, args.format, lambda: (f"wrote {key} (private, 0600) and {pub} (public)\n"
+                                      f"next: [sign] key = \"{key}\" in the config; give the password to releases"
+                                      f" in ${args.password_env}; publish {pub} for verifiers"), out)
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import scancommand
+    from pipeline.plan import RELEASE, Runner
+    from pipeline.registries import serve_local
+
+    if sum(bool(x) for x in (args.report, args.download_db, args.mirror_db)) > 1:
+        raise UsageError("pipeline scan: --report, --download-db and --mirror-db are separate actions; give one")
+    if args.report:
+        data, text = scancommand.judge_report(args.report, scancommand.load_for_report(args.config, env))
+        _emit(data, args.format, lambda: text, out)
+        return EXIT_OK if data["verdict"] == "pass" else EXIT_POLICY
+    if args.download_db or args.mirror_db:
+        cfg = config.load(Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH), env)
+        serve_local(cfg)
+        data, text = (scancommand.download_db(cfg, env) if args.download_db
+                      else scancommand.mirror_db(cfg, env, args.mirror_db))
+        _emit(data, args.format, lambda: text, out)
+        return EXIT_OK
+    ctx = make_context(args, env)
+    serve_local(ctx.config)
+    results = Runner(ctx).run(tuple(s for s in RELEASE if s.name in ("tags", "build", "scan")))
+    data, text = scancommand.stage_summary(ctx.outputs)
+    _emit(data, args.format, lambda: text, out)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise _Failed(failed[0].detail, failed[0].exit_code)
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    from pipeline.registries import serve_local
+    from pipeline.stages import prune
+
+    cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
+    cfg = config.load(cfg_path, env)
+    if args.emit_ecr_policy:
+        if args.apply:
+            raise UsageError("pipeline prune: --emit-ecr-policy writes the policy and stops; drop --apply")
+        policy = cfg.lifecycle.policy(str(cfg_path))
+        document = policy.ecr_json()
+        if cfg.lifecycle.keep_candidates:
+            log.get().warning("policy.builtin_left_out", rule="staging candidates",
+                              note="ECR cannot select images whose tags are all candidate tags; the document"
+                                   " holds the [lifecycle] rules only")
+        if args.emit_ecr_policy == "-":
+            out.write(document)
+        else:
+            Path(args.emit_ecr_policy).write_text(document, encoding="utf-8")
+            _emit({"written": args.emit_ecr_policy, "rules": len(policy.to_ecr()["rules"])}, args.format,
+                  lambda: f"wrote {args.emit_ecr_policy}: an ECR lifecycle policy with"
+                          f" {len(policy.to_ecr()['rules'])} rule(s) (aws ecr put-lifecycle-policy"
+                          f" --lifecycle-policy-text file://{args.emit_ecr_policy})", out)
+        return EXIT_OK
+    serve_local(cfg)
+    report = prune.run(cfg, env, now=datetime.now(timezone.utc), apply=args.apply, only=args.registry,
+                       source=str(cfg_path))
+    _emit(report.to_dict(), args.format, report.text, out)
+    if report.failed or report.leftovers:
+        raise _Failed(f"prune --apply: {len(report.failed)} delete(s) failed or skipped,"
+                      f" {len(report.leftovers)} tag(s) still listed", EXIT_INFRA)
+    return EXIT_OK
+
+
+def cmd_inventory(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    from pipeline import inventory
+    from pipeline.registries import serve_local
+
+    cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
+    cfg = config.load(cfg_path, env)
+    serve_local(cfg)
+    inv = inventory.collect(cfg, env, now=datetime.now(timezone.utc), only=args.registry, source=str(cfg_path))
+    page = inventory.write_html(inv, Path(args.html) if args.html else Path(cfg.report.dir) / "inventory.html")
+    data = {"html": str(page), **inv.to_dict()}
+    _emit(data, args.format, lambda: inv.text() + f"\npage: {page}", out)
+    broken = [s for s in inv.registries if s.error]
+    if broken:
+        raise _Failed(f"inventory: {len(broken)} registr{'y' if len(broken) == 1 else 'ies'} could not be read"
+                      f" ({broken[0].name}: {broken[0].error})", EXIT_INFRA)
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Path, config.Config]:
+    path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
+    return path, config.load(path, env)
+
+
+def cmd_login(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline.registries import login
+    from pipeline.tools.registry import Credentials
+
+    manual = None
+    if args.username or args.password_stdin:
+        if not (args.username and args.password_stdin):
+            raise UsageError("pipeline login: --username and --password-stdin go together (the password never goes"
+                             " on the command line)")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("pipeline login --password-stdin: stdin held no password")
+        log.register_secret(password)
+        manual = Credentials(args.username, password)
+    _, cfg = _config(args, env)
+    results = login(cfg, env, args.registry or None, manual)
+
+    def text() -> str:
+        width = max((len(r["registry"]) for r in results), default=0)
+        lines = []
+        for r in results:
+            expiry = f" (token expires {r['expires_at']})" if r.get("expires_at") else ""
+            lines.append(f"{r['registry']:<{width}}  {r['host']}: {r['action']}{expiry}  [{r['source']}]")
+        return "\n".join(lines) or "no registries in the config"
+
+    _emit({"registries": results}, args.format, text, out)
+    return EXIT_OK
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import pullsecret
+    from pipeline.registries import Access, ecr_region
+    from pipeline.tools import login as tools
+
+    _, cfg = _config(args, env)
+    reg = cfg.registry(args.registry)
+    if reg.auth == "none":
+        raise UsageError(f"pipeline pull-secret: registry '{reg.name}' has auth = \"none\": nodes pull without a"
+                         " secret")
+    refresh = None
+    if reg.is_ecr and reg.auth == "ecr" and not args.no_refresh:
+        refresh = pullsecret.RefreshOptions(region=ecr_region(reg, env), role_arn=args.aws_role_arn,
+                                            schedule=args.refresh_schedule or pullsecret.REFRESH_SCHEDULE)
+    with Access(cfg, env) as access:
+        creds = access.credentials(reg)
+    if creds is None:
+        raise UsageError(f"pipeline pull-secret: no credentials for registry '{reg.name}' ({reg.host}) in the docker"
+                         " config; run 'pipeline login' first or configure username_env/password_env")
+    try:
+        docs = pullsecret.documents(name=args.name, namespace=args.namespace, host=reg.host, creds=creds,
+                                    registry=reg.name, service_account_name=args.service_account, refresh=refresh)
+    except ValueError as exc:
+        raise UsageError(f"pipeline pull-secret: {exc}") from None
+    text = pullsecret.render(docs, registry=reg.name, refresh=refresh is not None)
+    logger = log.get()
+    if args.output:
+        _write_private(Path(args.output), text)
+        logger.info("pull_secret.written", registry=reg.name, namespace=args.namespace, name=args.name,
+                    path=args.output, documents=len(docs))
+    elif not args.apply:
+        out.write(text)
+    if args.apply:
+        tools.kubectl_run(tools.kubectl_apply_argv(), input=text, what=f"kubectl apply (pull secret {args.name})")
+        if args.service_account:
+            patch = json.dumps(pullsecret.service_account_patch(args.name))
+            tools.kubectl_run(tools.kubectl_patch_sa_argv(args.service_account, args.namespace, patch),
+                              what=f"kubectl patch serviceaccount {args.service_account}")
+        logger.info("pull_secret.applied", registry=reg.name, namespace=args.namespace, name=args.name,
+                    service_account=args.service_account)
+    if args.output or args.apply:
+        where = [f"wrote {args.output} (0600)"] if args.output else []
+        where += [f"applied to namespace {args.namespace}"] if args.apply else []
+        out.write(f"pull secret {args.namespace}/{args.name} for {reg.host}: {', '.join(where)}\n")
+    if refresh is not None:
+        logger.info("pull_secret.expires", registry=reg.name, hours=12,
+                    note="ECR tokens expire after 12 hours; apply the CronJob in the output to refresh the secret")
+    return EXIT_OK
+
+
+def cmd_ci_init(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import citemplates
+
+    path, cfg = _config(args, env)
+    text = citemplates.render(args.ci, cfg, path)
+    if args.output == "-":
+        out.write(text)
+        return EXIT_OK
+    target = Path(args.output) if args.output else citemplates.DEFAULT_PATHS[args.ci]
+    if target.exists() and not args.force:
+        raise UsageError(f"pipeline ci-init: {target} exists; pass --force to replace it (or --output FILE)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    names = ", ".join(s.env for s in citemplates.secret_vars(cfg)) or "none"
+    out.write(f"wrote {target}: plan on pull requests, release on tags {', '.join(cfg.ci.release_tags)} and branch"
+              f" {citemplates.default_branch(cfg)} ({cfg.build.mode} build); credentials it expects: {names}\n")
+    return EXIT_OK
+
+
+def cmd_ecr(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline import ecr
+    from pipeline.registries import ecr_region
+    from pipeline.retry import RetryPolicy
+    from pipeline.tools.ecr import EcrClient
+
+    path, cfg = _config(args, env)
+    if args.action == "policy":
+        document = ecr.repository_policy(cfg.ecr)
+        if document is None:
+            raise UsageError("pipeline ecr policy: [ecr] names no principals (pull_principals, push_principals or"
+                             " pull_organizations)")
+        applied: list[str] = []
+        if args.apply:
+            for reg in ecr.ecr_registries(cfg, args.registry or None):
+                client = EcrClient(ecr_region(reg, env), env, policy=RetryPolicy.from_config(cfg.retry))
+                for repo in ecr.repositories(cfg, reg):
+                    client.set_repository_policy(repo, reg.ecr_account, document)
+                    applied.append(f"{reg.name}:{repo}")
+                    log.get().info("ecr.policy_set", registry=reg.name, repository=repo)
+        if args.format == "json":
+            _emit({"policy": document, "applied": applied}, "json", str, out)
+        else:
+            out.write(ecr.policy_json(document))
+        return EXIT_OK
+    results = ecr.ensure(cfg, env, registries=args.registry or None, source=str(path))
+    data = {"repositories": [r.to_dict() for r in results]}
+
+    def text() -> str:
+        lines = []
+        for r in results:
+            lines.append(r.sentence())
+            lines += [f"  warning: {w}" for w in r.warnings]
+        return "\n".join(lines)
+
+    _emit(data, args.format, text, out)
+    return EXIT_OK
 
 
 class _Failed(PipelineError):
@@ -272,7 +640,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str], TextIO], in
     "plan": cmd_plan,
     "release": cmd_release,
     "build": cmd_build,
+    "scan": cmd_scan,
     "registry": cmd_registry,
+    "login": cmd_login,
+    "pull-secret": cmd_pull_secret,
+    "ci-init": cmd_ci_init,
+    "ecr": cmd_ecr,
+    "verify": cmd_verify,
+    "keygen": cmd_keygen,
+    "prune": cmd_prune,
+    "inventory": cmd_inventory,
     "doctor": cmd_doctor,
 }
 

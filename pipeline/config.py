@@ -110,10 +110,20 @@ def _default_insecure(url: str) -> bool:
         return False
 
 
+ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z]{2}(-[a-z]+)+-\d)\.amazonaws\.com(\.cn)?$")
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+#: auth kinds with well-known credential variables: (username_env, password_env) defaults.
+CREDENTIAL_ENV_DEFAULTS = {"ghcr": ("GITHUB_ACTOR", "GITHUB_TOKEN"),
+                           "dockerhub": ("DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN")}
+
+
 class RegistryConfig(Section):
     name: str
     url: str
-    auth: Literal["docker", "env", "ecr", "none"] = "docker"
+    auth: Literal["docker", "env", "ecr", "ghcr", "dockerhub", "none"] = Field(
+        default="docker", description="docker: docker config and credential helpers; env: username_env/password_env;"
+        " ecr: an ECR token (boto3 or the aws CLI); ghcr: GITHUB_ACTOR/GITHUB_TOKEN; dockerhub: DOCKERHUB_USERNAME/"
+        "DOCKERHUB_TOKEN (an access token); none: anonymous")
     username_env: str | None = None
     password_env: str | None = None
     insecure: bool | None = None
@@ -148,8 +158,15 @@ class RegistryConfig(Section):
     def _auth(self) -> RegistryConfig:
         if self.auth == "env" and not (self.username_env and self.password_env):
             raise ValueError("auth = \"env\" needs username_env and password_env")
-        if (self.username_env is None) != (self.password_env is None):
+        if (self.username_env is None) != (self.password_env is None) and self.auth not in CREDENTIAL_ENV_DEFAULTS:
             raise ValueError("username_env and password_env go together")
+        if self.auth == "ghcr" and self.host != "ghcr.io":
+            raise ValueError(f"auth = \"ghcr\" is for ghcr.io, not {self.host}; use auth = \"env\" elsewhere")
+        if self.auth == "dockerhub" and self.host not in DOCKER_HUB_HOSTS:
+            raise ValueError(f"auth = \"dockerhub\" is for docker.io, not {self.host}; use auth = \"env\" elsewhere")
+        if self.auth == "ecr" and not self.aws_region and not ECR_HOST.match(self.host):
+            raise ValueError("auth = \"ecr\" needs aws_region when the url is not"
+                             " <account>.dkr.ecr.<region>.amazonaws.com")
         if self.serve and not _default_insecure(self.url):
             raise ValueError("serve = true needs a localhost or 127.0.0.1 url (a registry started on this machine)")
         return self
@@ -157,6 +174,31 @@ class RegistryConfig(Section):
     @property
     def host(self) -> str:
         return self.url.split("/", 1)[0]
+
+    @property
+    def credential_env(self) -> tuple[str, str] | None:
+        """``(username_env, password_env)`` the credentials come from, defaults of ghcr/dockerhub included."""
+        default = CREDENTIAL_ENV_DEFAULTS.get(self.auth)
+        if default:
+            return self.username_env or default[0], self.password_env or default[1]
+        if self.auth == "env" or (self.username_env and self.password_env):
+            assert self.username_env and self.password_env
+            return self.username_env, self.password_env
+        return None
+
+    @property
+    def is_ecr(self) -> bool:
+        return self.auth == "ecr" or bool(ECR_HOST.match(self.host))
+
+    @property
+    def ecr_account(self) -> str | None:
+        m = ECR_HOST.match(self.host)
+        return m.group("account") if m else None
+
+    @property
+    def ecr_region(self) -> str | None:
+        m = ECR_HOST.match(self.host)
+        return self.aws_region or (m.group("region") if m else None)
 
     @property
     def namespace(self) -> str:
@@ -203,10 +245,53 @@ class ScanConfig(Section):
     fail_on_secrets: bool = True
     exceptions_file: str | None = "config/scan-exceptions.toml"
     trivyignore: str | None = None
-    db_repository: list[str] = Field(default_factory=list)
-    cache_dir: str | None = None
+    db_repository: list[str] = Field(default_factory=list, description="DB mirrors tried in order"
+                                     " (default: Trivy's mirror.gcr.io, then ghcr.io)")
+    java_db_repository: list[str] = Field(default_factory=list)
+    cache_dir: str | None = Field(default=None, description="Trivy's cache (DB and scans); default Trivy's own")
     skip_db_update: bool = False
+    vuln_db_required: bool = Field(default=True, description="false: with no vulnerability DB reachable, scan"
+                                   " secrets only and say loudly that vulnerabilities were not checked")
     timeout_seconds: int = Field(default=900, ge=10)
+
+    @field_validator("ignore_statuses")
+    @classmethod
+    def _statuses(cls, v: list[str]) -> list[str]:
+        from pipeline.tools.trivy import STATUSES
+
+        for s in v:
+            if s not in STATUSES:
+                raise ValueError(f"'{s}' is not a Trivy status ({', '.join(STATUSES)})")
+        return v
+
+    @field_validator("max_allowed")
+    @classmethod
+    def _caps(cls, v: dict[str, int]) -> dict[str, int]:
+        for sev, n in v.items():
+            if n < 0:
+                raise ValueError(f"{sev} = {n}: a count cannot be negative")
+        return v
+
+    @field_validator("db_repository", "java_db_repository")
+    @classmethod
+    def _repos(cls, v: list[str]) -> list[str]:
+        from pipeline.refs import RefError, parse
+
+        for repo in v:
+            if "://" in repo:
+                raise ValueError(f"'{repo}' has a scheme; write host/repository[:tag], e.g. mirror.gcr.io/aquasec/trivy-db:2")
+            try:
+                parse(repo)
+            except RefError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_status_filter(self) -> ScanConfig:
+        if self.ignore_unfixed and self.ignore_statuses:
+            raise ValueError("set either ignore_unfixed or ignore_statuses, not both (ignore_unfixed is"
+                             " ignore_statuses = every status but \"fixed\"; Trivy drops it silently when both are given)")
+        return self
 
 
 class SignConfig(Section):
@@ -216,9 +301,12 @@ class SignConfig(Section):
     password_env: str | None = "COSIGN_PASSWORD"
     tlog_upload: bool | None = None
     recursive: bool = False
-    public_key: str | None = None
+    public_key: str | None = Field(default=None, description="for verification: path, env://VAR, a KMS URI or"
+                                   " https://; default: the key's .pub next to it (or derived from the key)")
     identity: str | None = None
+    identity_regexp: str | None = None
     issuer: str | None = None
+    issuer_regexp: str | None = None
     sbom: bool = True
 
     @field_validator("password_env")
@@ -226,10 +314,31 @@ class SignConfig(Section):
     def _env(cls, v: str | None) -> str | None:
         return _env_name(v)
 
+    @field_validator("key", "public_key")
+    @classmethod
+    def _key_ref(cls, v: str | None, info: Any) -> str | None:
+        if v is not None:
+            from pipeline.tools.cosign import parse_key_ref
+
+            parse_key_ref(v, public=info.field_name == "public_key")
+        return v
+
     @model_validator(mode="after")
     def _one_mode(self) -> SignConfig:
         if self.keyless and self.key:
             raise ValueError("set either key or keyless = true, not both")
+        if self.identity and self.identity_regexp:
+            raise ValueError("set either identity or identity_regexp, not both")
+        if self.issuer and self.issuer_regexp:
+            raise ValueError("set either issuer or issuer_regexp, not both")
+        if self.keyless and self.enabled:
+            if self.tlog_upload is False:
+                raise ValueError("keyless signatures need the transparency log (Fulcio certificates live 10"
+                                 " minutes): drop tlog_upload = false or sign with a key")
+            if not (self.identity or self.identity_regexp) or not (self.issuer or self.issuer_regexp):
+                raise ValueError("keyless signatures are verified against the CI's identity: set identity (or"
+                                 " identity_regexp) and issuer, e.g. issuer ="
+                                 " \"https://token.actions.githubusercontent.com\"")
         return self
 
 
@@ -241,10 +350,154 @@ class VerifyConfig(Section):
     enabled: bool = True
 
 
+AGE_SOURCES = ("release", "registry", "annotation", "created")
+
+
 class LifecycleConfig(Section):
-    enabled: bool = False
-    rules: list[dict[str, Any]] = Field(default_factory=list)
-    policy_file: str | None = None
+    """ECR lifecycle rules for ``pipeline prune`` / ``inventory`` (pipeline/lifecycle.py has the semantics)."""
+
+    enabled: bool = Field(default=False, description="let 'pipeline prune --apply' delete (previews always work)")
+    rules: list[dict[str, Any]] = Field(default_factory=list, description="ECR rules, same keys as the ECR JSON")
+    policy_file: str | None = Field(default=None, description="an ECR lifecycle policy JSON document instead of rules")
+    keep_candidates: int = Field(default=10, ge=0, description="staging: keep the newest N candidate-only images"
+                                 " (0: no built-in candidate rule)")
+    age_sources: list[Literal["release", "registry", "annotation", "created"]] = Field(
+        default_factory=lambda: list(AGE_SOURCES), description="where push times come from, first that knows wins")
+    release_manifests: list[str] = Field(default_factory=lambda: ["dist/release.json", "dist/releases/*.json"],
+                                         description="release manifests (globs) this tool wrote")
+    registries: list[str] = Field(default_factory=list, description="registry names to walk (default: all)")
+    repositories: list[str] = Field(default_factory=list, description="repositories under each registry's"
+                                    " namespace (default: the image's; \"*\": every one in the catalog)")
+    registry_api: dict[str, Literal["auto", "distribution", "ecr", "ghcr", "dockerhub", "harbor"]] = Field(
+        default_factory=dict, description="registry name -> vendor API for push times and deletes (auto: from host)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LifecycleConfig:
+        if self.rules and self.policy_file:
+            raise ValueError("set either rules or policy_file (an ECR JSON document), not both")
+        if len(set(self.age_sources)) != len(self.age_sources):
+            raise ValueError("age_sources lists a source twice")
+        return self
+
+    def policy(self, source: str = "config") -> Any:
+        """The validated policy (pipeline.lifecycle.Policy): the TOML rules or the JSON policy file."""
+        from pipeline import lifecycle
+
+        if self.policy_file:
+            path = Path(self.policy_file)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{source}: lifecycle.policy_file: cannot read {path}: {exc.strerror}") from None
+            return lifecycle.parse_json(text, source=str(path))
+        return lifecycle.parse_rules(list(self.rules), source=source, where="lifecycle.rules")
+
+
+AWS_PRINCIPAL = re.compile(r"^(\d{12}|arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+))$")
+AWS_ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+ECR_TAG_FILTER = re.compile(r"^[A-Za-z0-9._*-]{1,128}$")
+
+
+class EcrConfig(Section):
+    """Repository settings ``pipeline ecr ensure`` applies to every ECR registry's repositories,
+    and the principals of the repository policy ``pipeline ecr policy`` writes."""
+
+    scan_on_push: bool = True
+    tag_immutability: bool = Field(default=False, description="IMMUTABLE tags; floating tags (latest, 1, 1.2)"
+                                   " then need mutable_tags, or ECR refuses to move them")
+    mutable_tags: list[str] = Field(default_factory=list, description="wildcard filters (e.g. \"latest\") that stay"
+                                    " mutable when tag_immutability is on (ECR exclusion filters, at most 5)")
+    encryption: Literal["AES256", "KMS"] = "AES256"
+    kms_key: str | None = Field(default=None, description="KMS key ARN or alias (encryption = \"KMS\"); default:"
+                                " the AWS managed key")
+    repositories: list[str] = Field(default_factory=list, description="more repositories to ensure; the image's"
+                                    " (and the staging one, when staging is on ECR) always are")
+    lifecycle_policy: bool = Field(default=True, description="put the [lifecycle] rules as each repository's"
+                                   " lifecycle policy")
+    resource_tags: dict[str, str] = Field(default_factory=dict, description="AWS tags for repositories it creates")
+    pull_principals: list[str] = Field(default_factory=list, description="account ids or IAM ARNs that may pull")
+    push_principals: list[str] = Field(default_factory=list, description="account ids or IAM ARNs that may push")
+    pull_organizations: list[str] = Field(default_factory=list, description="AWS Organizations ids (o-…) whose"
+                                          " accounts may pull")
+
+    @field_validator("mutable_tags")
+    @classmethod
+    def _filters(cls, v: list[str]) -> list[str]:
+        for f in v:
+            if not ECR_TAG_FILTER.match(f):
+                raise ValueError(f"'{f}' is not an ECR tag filter (letters, digits, . _ - and * wildcards)")
+        if len(v) > 5:
+            raise ValueError("ECR takes at most 5 mutable tag filters")
+        return v
+
+    @field_validator("pull_principals", "push_principals")
+    @classmethod
+    def _principals(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not AWS_PRINCIPAL.match(p):
+                raise ValueError(f"'{p}' is not an AWS account id (12 digits) or an IAM ARN"
+                                 " (arn:aws:iam::<account>:root | role/NAME | user/NAME)")
+        return v
+
+    @field_validator("pull_organizations")
+    @classmethod
+    def _orgs(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if not AWS_ORG_ID.match(o):
+                raise ValueError(f"'{o}' is not an AWS Organizations id (o-xxxxxxxxxx)")
+        return v
+
+    @field_validator("repositories")
+    @classmethod
+    def _repos(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not IMAGE_NAME.match(r):
+                raise ValueError(f"'{r}' is not a valid repository name")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EcrConfig:
+        if self.kms_key and self.encryption != "KMS":
+            raise ValueError("kms_key goes with encryption = \"KMS\"")
+        if self.mutable_tags and not self.tag_immutability:
+            raise ValueError("mutable_tags only matter with tag_immutability = true")
+        return self
+
+
+class CIConfig(Section):
+    """What ``pipeline ci-init`` writes into the CI files it generates."""
+
+    python: str = Field(default="3.12", description="Python version the CI jobs install nox with")
+    release_tags: list[str] = Field(default_factory=lambda: ["v*"], description="git tag globs that release")
+    default_branch: str | None = Field(default=None, description="the branch that releases (default:"
+                                       " tags.default_branch, else main)")
+    runners: dict[str, str] = Field(default_factory=dict, description="platform → runner label for split builds"
+                                    " (GitHub runs-on, GitLab runner tag, Jenkins agent label)")
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not re.match(r"^3\.\d{1,2}$", v):
+            raise ValueError(f"'{v}' is not a Python version such as \"3.12\"")
+        return v
+
+    @field_validator("runners")
+    @classmethod
+    def _runners(cls, v: dict[str, str]) -> dict[str, str]:
+        for platform, label in v.items():
+            if not PLATFORM.match(platform):
+                raise ValueError(f"'{platform}' is not a platform (os/arch[/variant])")
+            if not label.strip() or any(c in label for c in "'\"\n${}"):
+                raise ValueError(f"runner label '{label}' for {platform}: letters, digits, - _ . / and spaces only")
+        return v
+
+    @field_validator("release_tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not t or any(c in t for c in "'\"\n${} "):
+                raise ValueError(f"'{t}' is not a tag glob such as \"v*\"")
+        return v
 
 
 class RetryConfig(Section):
@@ -270,6 +523,8 @@ class Config(Section):
     tag: TagStageConfig = Field(default_factory=TagStageConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    ecr: EcrConfig = Field(default_factory=EcrConfig)
+    ci: CIConfig = Field(default_factory=CIConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -384,7 +639,22 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
     if problems:
         where, message = problems[0]
         raise ConfigError(f"{source}: {where}: {message}")
+    _validate_lifecycle(cfg, source)
     return cfg
+
+
+def _validate_lifecycle(cfg: Config, source: str) -> None:
+    """ECR's own checks on [lifecycle] rules (the policy_file is checked when prune reads it)."""
+    names = [r.name for r in cfg.registries]
+    for i, name in enumerate(cfg.lifecycle.registries):
+        if name not in names:
+            raise ConfigError(f"{source}: lifecycle.registries[{i}]: '{name}' is not the name of a [[registries]]"
+                              f" entry ({', '.join(names) or 'none defined'})")
+    for name in cfg.lifecycle.registry_api:
+        if name not in names:
+            raise ConfigError(f"{source}: lifecycle.registry_api.{name}: not the name of a [[registries]] entry")
+    if not cfg.lifecycle.policy_file:
+        cfg.lifecycle.policy(source)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

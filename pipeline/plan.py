@@ -20,6 +20,8 @@ from pipeline.stage import Stage, StageResult
 from pipeline.stages.build import Build
 from pipeline.stages.copy import Copy
 from pipeline.stages.report import Report
+from pipeline.stages.scan import Scan
+from pipeline.stages.sign import Sign
 from pipeline.stages.tag import Tag
 from pipeline.stages.tags import Tags
 from pipeline.stages.verify import Verify
@@ -50,10 +52,9 @@ class Pending:
 RELEASE: tuple[Stage, ...] = (
     Tags(),
     Build(),
-    Pending("scan", "Scan every platform of the staged digest with Trivy and apply the gate policy.", 4,
-            "scan", ("trivy",)),
+    Scan(),
     Copy(),
-    Pending("sign", "Sign the digest in every release registry with cosign.", 5, "sign", ("cosign",)),
+    Sign(),
     Tag(),
     Verify(),
     Report(),

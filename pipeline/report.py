@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,11 @@ def release_manifest(ctx: Any, results: list[StageResult]) -> dict[str, Any]:
         registries.append(entry)
     failed = [r for r in results if r.status == "failed"]
     return {
+        "warnings": release_warnings(out),
         "manifest_version": MANIFEST_VERSION,
         "status": "failed" if failed else "ok",
         "error": failed[0].detail if failed else None,
+        "released_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # wall clock: push time for prune
         "image": ctx.config.image.name,
         "version": tags.result.version if tags else None,
         "tags": list(tags.result.tags) if tags else [],
@@ -53,6 +56,23 @@ def release_manifest(ctx: Any, results: list[StageResult]) -> dict[str, Any]:
         "stages": [r.to_dict() for r in results],
         "outputs": {k: _plain(v) for k, v in out.items() if k not in ("tags", "build", "copy", "tag")},
     }
+
+
+def release_warnings(outputs: dict[str, Any]) -> list[str]:
+    """What a reader must not miss about this release, in sentences."""
+    warnings: list[str] = []
+    scan = outputs.get("scan") or outputs.get("scan_gate")
+    if scan is not None and not getattr(scan, "vulnerabilities_scanned", True):
+        warnings.append("vulnerabilities were NOT scanned: no vulnerability DB was reachable and "
+                        "scan.vuln_db_required = false (only secrets were scanned)")
+    sign = outputs.get("sign")
+    if sign is not None and getattr(sign, "development_key", False):
+        warnings.append("signed with a DEVELOPMENT key generated on this machine: set [sign] key for real releases")
+    build = outputs.get("build")
+    if build is not None and getattr(build, "base_image", None):
+        warnings.append(f"the public base image could not be pulled: built FROM the local offline base "
+                        f"{build.base_image}")
+    return warnings
 
 
 def _plain(value: Any) -> Any:
@@ -82,6 +102,7 @@ def markdown_summary(data: dict[str, Any]) -> str:
     lines = [f"## {icon} Release of `{data['image']}` {data.get('version') or ''}".rstrip(), ""]
     if data.get("error"):
         lines += [f"**Failed:** {data['error']}", ""]
+    lines += [f"> ⚠️ {w}" for w in data.get("warnings", [])] + ([""] if data.get("warnings") else [])
     if data.get("digest"):
         lines += [f"Digest: `{data['digest']}`", ""]
     if data.get("tags"):
@@ -105,7 +126,7 @@ def text_summary(data: dict[str, Any]) -> str:
     from rich.table import Table
 
     buf = StringIO()
-    console = Console(file=buf, width=120, no_color=True, highlight=False)
+    console = Console(file=buf, width=120, no_color=True, highlight=False, markup=False)
     title = f"release {data['image']} {data.get('version') or ''}: {data['status']}"
     table = Table(title=title, show_lines=False)
     for col in ("registry", "image", "digest", "tags written", "tags present"):
@@ -120,4 +141,6 @@ def text_summary(data: dict[str, Any]) -> str:
     for st in data["stages"]:
         stages.add_row(st["stage"], st["status"], f"{st['seconds']:.2f}", st["detail"][:70])
     console.print(stages)
+    for warning in data.get("warnings", []):
+        console.print(f"WARNING: {warning}")
     return buf.getvalue().rstrip()

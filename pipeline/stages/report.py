@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline import log
+from pipeline import ciout, log
 from pipeline.context import Context
 from pipeline.report import markdown_summary, release_manifest, write_manifest
 
@@ -28,7 +28,9 @@ class Report:
 
     def describe(self, ctx: Context) -> str:
         extra = " and the GitHub step summary" if ctx.env.get("GITHUB_STEP_SUMMARY") else ""
-        return f"write {ctx.dist / 'release.json'}{extra}"
+        extra += ", $GITHUB_OUTPUT" if ctx.env.get("GITHUB_OUTPUT") else ""
+        return (f"write {ctx.dist / 'release.json'}{extra}, {ctx.dist / ciout.DOTENV_FILE} (GitLab dotenv)"
+                f" and {ctx.dist / ciout.JUNIT_FILE} (JUnit)")
 
     def run(self, ctx: Context) -> ReportOutput:
         data = release_manifest(ctx, list(ctx.results))
@@ -39,5 +41,6 @@ class Report:
         if step_summary:
             with Path(step_summary).open("a", encoding="utf-8") as fh:
                 fh.write(summary)
-        log.get(stage=self.name).info("report.written", path=str(path))
+        native = ciout.write(data, ctx.dist, ctx.env)
+        log.get(stage=self.name).info("report.written", path=str(path), **native)
         return ReportOutput(str(path), summary)

@@ -1,30 +1,36 @@
-"""Verify stage: every release tag in every registry resolves to the released digest.
+"""Verify stage, after tag: in every registry each release tag resolves to the released digest,
+and (with ``[sign] enabled``) cosign verifies the digest's signature with the configured public key
+or keyless identity, and each platform's CycloneDX SBOM attestation.
 
-Checked over the registry API (not assumed from what the tag stage did).
+Checked over the registry API and with cosign (not assumed from what the tag or sign stages
+did); :mod:`pipeline.verification` is the engine, shared with ``pipeline verify REF``.
+A failure names the registry, the reference and the reason, and exits 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PolicyError
-from pipeline.registries import Access
 from pipeline.stages.copy import no_tags_reason
+from pipeline.verification import Target, verify
 
 
 @dataclass(frozen=True)
 class VerifyOutput:
     digest: str
     checked: dict[str, list[str]]   # registry -> tags that resolve to the digest
+    cosign: dict[str, list[str]] = field(default_factory=dict)  # registry -> cosign checks that passed
 
 
 class Verify:
     name: ClassVar[str] = "verify"
-    description: ClassVar[str] = "Check that every release tag resolves to the released digest in every registry."
-    tools: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ("Check that every release tag resolves to the released digest in every registry,"
+                                  " and that its signature and SBOM attestations verify.")
+    tools: ClassVar[tuple[str, ...]] = ("cosign",)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.config.verify.enabled:
@@ -34,29 +40,32 @@ class Verify:
         return no_tags_reason(ctx)
 
     def describe(self, ctx: Context) -> str:
-        return "resolve every release tag in every registry and compare it with the released digest"
+        text = "resolve every release tag in every registry and compare it with the released digest"
+        s = ctx.config.sign
+        if s.enabled:
+            who = "the keyless identity" if s.keyless else "the configured public key"
+            text += f"; cosign verify the signature with {who}"
+            if s.sbom:
+                text += " and each platform's CycloneDX attestation"
+        return text
 
     def run(self, ctx: Context) -> VerifyOutput:
-        digest = ctx.outputs["build"].digest
+        build = ctx.outputs["build"]
+        digest = build.digest
         tags = ctx.outputs["tags"].result.tags
-        problems: list[str] = []
-        checked: dict[str, list[str]] = {}
-        with Access(ctx.config, ctx.env) as access:
-            for reg in ctx.config.release_registries:
-                client = access.client(reg)
-                repo = reg.repository(ctx.config.image.name)
-                checked[reg.name] = []
-                for tag in tags:
-                    found = client.manifest_head(repo, tag)
-                    if found is None:
-                        problems.append(f"{reg.name}: {reg.url}/{ctx.config.image.name}:{tag} is missing")
-                    elif found.digest != digest:
-                        problems.append(f"{reg.name}: {reg.url}/{ctx.config.image.name}:{tag} points at "
-                                        f"{found.digest[:19]}, not {digest[:19]}")
-                    else:
-                        checked[reg.name].append(tag)
-        if problems:
-            raise PolicyError(f"verification failed: {problems[0]}"
-                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        log.get(stage=self.name).info("release.verified", digest=digest, registries=len(checked))
-        return VerifyOutput(digest, checked)
+        cfg = ctx.config
+        targets = [Target(reg, reg.repository(cfg.image.name), tag)
+                   for reg in cfg.release_registries for tag in tags]
+        report = verify(cfg, ctx.env, targets, expected=digest, platforms=build.platforms)
+        if not report.ok:
+            raise PolicyError(report.failure_message())
+        checked: dict[str, list[str]] = {reg.name: [] for reg in cfg.release_registries}
+        signed: dict[str, list[str]] = {}
+        for c in report.checks:
+            if c.check == "tag":
+                checked[c.registry].append(c.ref.rsplit(":", 1)[-1])
+            else:
+                signed.setdefault(c.registry, []).append(c.check + (f" {c.platform}" if c.platform else ""))
+        log.get(stage=self.name).info("release.verified", digest=digest, registries=len(checked),
+                                      cosign_checks=sum(len(v) for v in signed.values()))
+        return VerifyOutput(digest, checked, signed)

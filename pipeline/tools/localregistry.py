@@ -97,9 +97,41 @@ class RegistryInstance:
 # --------------------------------------------------------------------------- pure parts
 
 
+DOCKER_CERTS_D = Path("/etc/docker/certs.d")
+
+
 def certs_d_hint(host: str, ca_cert: Path) -> str:
     return (f"docker trusts this registry after: mkdir -p /etc/docker/certs.d/{host} && "
             f"cp {ca_cert} /etc/docker/certs.d/{host}/ca.crt")
+
+
+def certs_d_hosts(inst: RegistryInstance) -> list[str]:
+    """The ``host:port`` names clients may use for ``inst`` (one certs.d directory each)."""
+    hosts = [inst.host]
+    if inst.host.startswith(("127.0.0.1:", "[::1]:")) or inst.bind in ("", "0.0.0.0", "::", "[::]"):
+        hosts.append(f"localhost:{inst.port}")
+    return list(dict.fromkeys(hosts))
+
+
+def trust_certificate(inst: RegistryInstance, certs_d: Path = DOCKER_CERTS_D) -> list[Path]:
+    """The docker ``certs.d`` set-up: ``<certs_d>/<host:port>/ca.crt`` for every name of ``inst``.
+
+    docker (and buildx with the docker driver) reads these on each connection; no restart.
+    """
+    if not inst.tls or inst.ca_cert is None:
+        raise ToolError(f"registry '{inst.name}' does not serve TLS; nothing to trust", tool=BINARY)
+    written: list[Path] = []
+    try:
+        for host in certs_d_hosts(inst):
+            target = Path(certs_d) / host / "ca.crt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(inst.ca_cert.read_bytes())
+            target.chmod(0o644)
+            written.append(target)
+    except OSError as exc:
+        raise ToolError(f"registry '{inst.name}': cannot write {exc.filename} ({exc.strerror}); run as root, or "
+                        f"{certs_d_hint(inst.host, inst.ca_cert)}", tool=BINARY) from None
+    return written
 
 
 def _q(value: str) -> str:
@@ -387,6 +419,11 @@ def _running(inst: RegistryInstance) -> bool:
         return _container_running(inst.container_id) and listening(inst.host.rsplit(":", 1)[0], inst.port)
     return (inst.pid is not None and _pid_alive(inst.pid) and _is_registry_process(inst.pid, inst.config_path)
             and listening(inst.host.rsplit(":", 1)[0], inst.port))
+
+
+def last_instance(name: str = "local", *, state_root: Path = DEFAULT_STATE_ROOT) -> RegistryInstance | None:
+    """The settings registry ``name`` last ran with (running or not), or ``None`` if it never ran."""
+    return _read_state(_state_dir(name, state_root))
 
 
 def status(name: str = "local", *, state_root: Path = DEFAULT_STATE_ROOT) -> RegistryInstance | None:
@@ -702,6 +739,9 @@ __all__ = [
     "add_user",
     "basic_auth_header",
     "certs_d_hint",
+    "certs_d_hosts",
+    "last_instance",
+    "trust_certificate",
     "client_host",
     "completed_mounts",
     "completed_uploads",

@@ -86,6 +86,7 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     identity_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = field(default=None, compare=False)  # epoch seconds (ECR tokens live 12 h)
 
     def __post_init__(self) -> None:
         log.register_secret(self.password)
@@ -410,7 +411,8 @@ class Registry:
         if scheme == "basic":
             if not self.credentials or not self.credentials.password:
                 raise RegistryError(self.name, "authentication required and no credentials configured"
-                                    " (docker login, or username_env/password_env in the config)", status=401)
+                                    " (pipeline login / docker login, or username_env/password_env in the config)",
+                                    status=401)
             return {"Authorization": self._basic_header()}, False
         return {}, False
 

