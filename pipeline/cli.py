@@ -226,7 +226,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
 
     def text() -> str:
         width = max(len(ln.stage) for ln in lines)
-        marks = {"run": "run ", "skip": "skip", "pending": "todo"}
+        marks = {"run": "run ", "skip": "skip"}
         return "\n".join(f"{i + 1:>2}. {ln.stage:<{width}}  {marks[ln.action]}  {ln.detail}"
                          for i, ln in enumerate(lines))
 

@@ -11,11 +11,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pipeline import log
 from pipeline.context import Context
-from pipeline.errors import InfraError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.stage import Stage, StageResult
 from pipeline.stages.build import Build
 from pipeline.stages.copy import Copy
@@ -25,28 +25,6 @@ from pipeline.stages.sign import Sign
 from pipeline.stages.tag import Tag
 from pipeline.stages.tags import Tags
 from pipeline.stages.verify import Verify
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A stage of the release flow that is not built yet: it says so and never fakes success."""
-
-    name: str
-    description: str
-    issue: int
-    section: str | None = None
-    tools: tuple[str, ...] = ()
-
-    def skip_reason(self, ctx: Context) -> str | None:
-        if self.section and not getattr(getattr(ctx.config, self.section), "enabled", True):
-            return f"{self.section}.enabled = false"
-        return None
-
-    def describe(self, ctx: Context) -> str:
-        return f"not built yet (issue #{self.issue}): the release stops before this stage"
-
-    def run(self, ctx: Context) -> Any:
-        raise InfraError(f"stage '{self.name}' is not built yet (issue #{self.issue}); nothing was published")
 
 
 RELEASE: tuple[Stage, ...] = (
@@ -64,7 +42,7 @@ RELEASE: tuple[Stage, ...] = (
 @dataclass(frozen=True)
 class PlanLine:
     stage: str
-    action: str          # "run" | "skip" | "pending"
+    action: str          # "run" | "skip"
     detail: str
 
     def to_dict(self) -> dict[str, str]:
@@ -78,8 +56,6 @@ def plan(ctx: Context, stages: tuple[Stage, ...] = RELEASE) -> list[PlanLine]:
         reason = _skip(stage, ctx)
         if reason:
             lines.append(PlanLine(stage.name, "skip", reason))
-        elif isinstance(stage, Pending):
-            lines.append(PlanLine(stage.name, "pending", stage.describe(ctx)))
         else:
             lines.append(PlanLine(stage.name, "run", stage.describe(ctx)))
     return lines
@@ -123,7 +99,7 @@ class Runner:
             logger.info("stage.skipped", reason=reason)
             return StageResult(stage.name, "skipped", reason)
         started = time.monotonic()
-        logger.info("stage.started", plan=stage.describe(self.ctx) if not isinstance(stage, Pending) else "pending")
+        logger.info("stage.started", plan=stage.describe(self.ctx))
         try:
             output = stage.run(self.ctx)
         except PipelineError as exc:

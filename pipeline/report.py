@@ -88,8 +88,17 @@ def _plain(value: Any) -> Any:
 
 
 def write_manifest(data: dict[str, Any], dist: Path) -> Path:
-    dist.mkdir(parents=True, exist_ok=True)
-    path = dist / "release.json"
+    """``dist/release.json`` (this run), plus ``dist/releases/<time>-<digest>.json`` for every run
+    that published something: the history prune and inventory read push times from."""
+    path = _write_json(dist / "release.json", data)
+    if data.get("digest") and any(r.get("tags_written") for r in data.get("registries", [])):
+        stamp = str(data.get("released_at", "")).replace(":", "").replace("-", "").split("+")[0]
+        _write_json(dist / "releases" / f"{stamp}-{data['digest'].split(':')[-1][:12]}.json", data)
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)

@@ -148,3 +148,16 @@ def test_event_path_secret_free_errors(tmp_path, cfg):
     env["GITHUB_EVENT_PATH"] = str(tmp_path / "missing.json")
     code, _, err = run(["tags", "--config", str(cfg)], env)
     assert "Traceback" not in err and err.count("\n") <= 1
+
+
+def test_release_manifests_keep_a_history_of_published_releases(tmp_path):
+    from pipeline.report import write_manifest
+
+    published = {"digest": "sha256:" + "ab" * 32, "released_at": "2026-01-02T03:04:05+00:00",
+                 "registries": [{"name": "r", "tags_written": ["1.0"]}]}
+    write_manifest(published, tmp_path)
+    write_manifest({"digest": "sha256:" + "cd" * 32, "released_at": "2026-01-03T00:00:00+00:00",
+                    "registries": [{"name": "r", "tags_written": []}]}, tmp_path)   # nothing published
+    assert json.loads((tmp_path / "release.json").read_text())["digest"].endswith("cd" * 32)
+    history = sorted(p.name for p in (tmp_path / "releases").iterdir())
+    assert history == ["20260102T030405-" + "ab" * 6 + ".json"]
