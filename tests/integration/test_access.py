@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from pipeline.tools import localregistry
+from tests.support import project
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "7e57ab1e7e57ab1e7e57ab1e7e57ab1e7e57ab1e"
@@ -103,46 +105,11 @@ def own(tmp_path_factory) -> Any:
 
 
 def write_project(tmp: Path, own: Own, offline_base: str, *, auth: str, name: str = "team/app") -> Path:
-    ctx = tmp / "ctx"
-    ctx.mkdir(parents=True, exist_ok=True)
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
-    (ctx / "app.txt").write_text("access\n")
     entry = ('auth = "env"\nusername_env = "OWN_USER"\npassword_env = "OWN_PASSWORD"\n' if auth == "env"
              else 'auth = "docker"\n')
-    cfg = tmp / "pipeline.toml"
-    cfg.write_text(f"""
-[image]
-name = "{name}"
-context = "{ctx}"
-dockerfile = "{ctx / 'Dockerfile'}"
-platforms = ["linux/amd64"]
-[image.build_args]
-BASE_IMAGE = "{offline_base}"
-
-[tags]
-rules = ["type=semver,pattern={{{{version}}}}", "type=semver,pattern={{{{major}}}}.{{{{minor}}}}",
-         "type=semver,pattern={{{{major}}}}"]
-
-[[registries]]
-name = "own"
-url = "{own.host}"
-{entry}
-[staging]
-registry = "own"
-repository = "staging/{name}"
-
-[scan]
-enabled = false
-[sign]
-enabled = false
-[retry]
-attempts = 2
-initial_seconds = 0.1
-max_seconds = 0.5
-[report]
-dir = "{tmp / 'dist'}"
-""")
-    return cfg
+    registry = SimpleNamespace(toml=f'[[registries]]\nname = "own"\nurl = "{own.host}"\n{entry}')
+    return project.write_project(tmp, {"own": registry}, offline_base, name=name, dockerfile=DOCKERFILE,
+                                 release=("own",), staging="own", platforms=("linux/amd64",))
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.tools.registry import Credentials, Registry
 from tests.support.imagegen import ImageGen
+from tests.support import project
 
 SHA = "1a7e1a7e1a7e1a7e1a7e1a7e1a7e1a7e1a7e1a7e"
 DOCKERFILE = """\
@@ -87,31 +88,7 @@ def released(tmp_path_factory, registries, offline_base) -> Released:
     assert code == 0, err
     key = tmp / "keys" / "release.key"
     name = f"inv/app{secrets.token_hex(3)}"
-    ctx = tmp / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
-    regs = "\n".join(registries[r].toml for r in ("ghcr", "ecr", "hub"))
-    cfg = tmp / "pipeline.toml"
-    cfg.write_text(f"""
-[image]
-name = "{name}"
-context = "{ctx}"
-dockerfile = "{ctx / 'Dockerfile'}"
-platforms = ["linux/amd64"]
-[image.build_args]
-BASE_IMAGE = "{offline_base}"
-[tags]
-rules = ["type=semver,pattern={{{{version}}}}", "type=semver,pattern={{{{major}}}}.{{{{minor}}}}"]
-{regs}
-[staging]
-registry = "ecr"
-repository = "staging/{name}"
-[scan]
-enabled = false
-[sign]
-key = "{key}"
-tlog_upload = false
-sbom = false
+    lifecycle = f"""
 [lifecycle]
 release_manifests = ["{tmp / 'dist'}/release.json"]
 [[lifecycle.rules]]
@@ -123,13 +100,10 @@ selection.countType = "sinceImagePushed"
 selection.countUnit = "days"
 selection.countNumber = 30
 action.type = "expire"
-[retry]
-attempts = 2
-initial_seconds = 0.1
-max_seconds = 0.5
-[report]
-dir = "{tmp / 'dist'}"
-""")
+"""
+    cfg = project.write_project(tmp, registries, offline_base, name=name, dockerfile=DOCKERFILE,
+                                platforms=("linux/amd64",),
+                                sign=f'key = "{key}"\ntlog_upload = false\nsbom = false', extra=lifecycle)
     code, out, err = run(["release", "--config", str(cfg), "--format", "json"], env)
     assert code == 0, err[-5000:]
     digest = json.loads(out)["digest"]

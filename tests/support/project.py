@@ -48,8 +48,10 @@ def write_project(tmp: Path, registries: Mapping[str, Any], offline_base: str, *
                   release: Iterable[str] = ("ghcr", "ecr", "hub"), mode: str = "single",
                   platforms: Iterable[str] = PLATFORMS, rules: str = SEMVER_RULES,
                   scan: str = "enabled = false", sign: str = "enabled = false", extra: str = "",
-                  files: Mapping[str, str] | None = None) -> Path:
-    """``tmp/ctx`` (Dockerfile + files) and ``tmp/pipeline.toml`` staging in ``ecr``; returns the config path."""
+                  files: Mapping[str, str] | None = None, staging: str = "ecr") -> Path:
+    """``tmp/ctx`` (Dockerfile + files) and ``tmp/pipeline.toml`` (staging in ``staging``); the config path.
+
+    ``registries`` maps names to objects with a ``toml`` ``[[registries]]`` entry (the session fixture's)."""
     ctx = tmp / "ctx"
     ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "Dockerfile").write_text(dockerfile)
@@ -73,7 +75,7 @@ rules = [{rules}]
 
 {regs}
 [staging]
-registry = "ecr"
+registry = "{staging}"
 repository = "staging/{name}"
 
 [build]

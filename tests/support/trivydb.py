@@ -42,9 +42,6 @@ BUCKET_LEAF_FLAG = 0x01
 PAGE_HEADER = 16          # id u64, flags u16, count u16, overflow u32
 LEAF_ELEMENT = 16         # flags u32, pos u32, ksize u32, vsize u32
 
-CONFIG_MEDIA_TYPE = "application/vnd.aquasec.trivy.config.v1+json"
-LAYER_MEDIA_TYPE = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 Tree = Mapping[str, Union["Tree", bytes, str, Mapping[str, Any]]]
 
@@ -262,26 +259,11 @@ def pack(buckets: Mapping[str, Any] | None = None, *, updated: datetime | None =
 
 
 def push(registry: Any, repository: str, tag: str = "2", layer: bytes | None = None) -> str:
-    """Push ``layer`` (default: :func:`pack`) as Trivy's DB artifact; returns the manifest digest.
+    """Push ``layer`` (default: :func:`pack`) as Trivy's DB artifact, exactly as ``pipeline scan
+    --mirror-db`` does; returns the manifest digest. ``registry`` is a pipeline Registry client."""
+    from pipeline.scandb import push_layer
 
-    ``registry`` is a :class:`pipeline.tools.registry.Registry`.
-    """
-    from pipeline.tools.registry import digest_of
-
-    layer = layer if layer is not None else pack()
-    config = b"{}"
-    for blob in (config, layer):
-        digest = digest_of(blob)
-        if not registry.blob_exists(repository, digest):
-            registry.blob_upload(repository, digest, blob, len(blob))
-    manifest = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": digest_of(config), "size": len(config)},
-        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": digest_of(layer), "size": len(layer),
-                    "annotations": {"org.opencontainers.image.title": "db.tar.gz"}}],
-    }
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    return registry.manifest_put(repository, tag, body, OCI_MANIFEST)
+    return push_layer(registry, repository, tag, layer if layer is not None else pack())
 
 
 def main(argv: list[str] | None = None) -> int:
