@@ -308,6 +308,8 @@ class SignConfig(Section):
     issuer: str | None = None
     issuer_regexp: str | None = None
     sbom: bool = True
+    attest_scan: bool = Field(default=False, description="also attest each platform's Trivy result as cosign's"
+                              " vuln predicate (needs [scan] enabled)")
 
     @field_validator("password_env")
     @classmethod

@@ -57,7 +57,7 @@ def scalar(value: Any) -> str:
         return repr(value)
     if not isinstance(value, str):
         raise TypeError(f"cannot write {type(value).__name__} as YAML")
-    if _PLAIN.match(value) and value.lower() not in _RESERVED:
+    if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:
         return value
     if _printable(value) and "\t" not in value and not ("'" in value and '"' not in value):
         return "'" + value.replace("'", "''") + "'"

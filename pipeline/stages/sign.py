@@ -40,7 +40,7 @@ from pipeline import keys, log
 from pipeline.attachments import SIGNATURE, decide, listing
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
-from pipeline.errors import InfraError, PipelineError
+from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import platform_key
 from pipeline.registries import Access
 from pipeline.stages.build import BuildOutput
@@ -49,6 +49,7 @@ from pipeline.tools import cosign, trivy
 from pipeline.tools.registry import Registry
 
 SBOM_TYPE = "cyclonedx"
+VULN_TYPE = "vuln"
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class Sign:
         where = ", ".join(copy.copied) if copy else ", ".join(r.name for r in ctx.config.release_registries)
         what = "the index" + (" and each platform manifest" if s.recursive else "")
         sbom_text = "; attest a CycloneDX SBOM per platform" if s.sbom else ""
+        if s.attest_scan:
+            sbom_text += "; attest the scan result (vuln) per platform"
         tlog = {None: "", True: "; tlog upload on", False: "; no tlog upload"}[s.tlog_upload]
         return (f"sign {what} by digest in {where} with {who}{sbom_text}{tlog}; what our key already signed"
                 f" is kept (no second signature)")
@@ -158,6 +161,7 @@ class Sign:
         if cfg.sign.recursive:
             sign_digests += sorted(build.platforms.items())
         att_digests = sorted(build.platforms.items()) if cfg.sign.sbom else []
+        vuln_reports = scan_reports(ctx) if cfg.sign.attest_scan else {}
 
         with keys.temporary_dir() as tmp, Access(cfg, ctx.env) as access:
             work = Path(tmp)
@@ -180,6 +184,11 @@ class Sign:
                 for platform, digest in att_digests:
                     done.append(self._ensure(client, reg, repo, digest, platform, SBOM_TYPE, signing, verifying,
                                              runner, lambda p=platform, d=digest: sboms.path(p, d)))
+                for platform, digest in sorted(build.platforms.items()):
+                    if platform in vuln_reports:
+                        done.append(self._ensure(client, reg, repo, digest, platform, VULN_TYPE, signing, verifying,
+                                                 runner, lambda p=platform: vuln_predicate(vuln_reports[p], work,
+                                                                                           tool_env)))
                 logger.info("registry.signed", registry=reg.name, digest=build.digest,
                             signed=sum(1 for d in done if d.action == "signed"),
                             present=sum(1 for d in done if d.action == "present"))
@@ -247,7 +256,7 @@ class Sign:
             runner.sign(ref, signing, what=f"sign {where}")
         else:
             path = predicate() if callable(predicate) else None
-            runner.attest(ref, str(path), signing, predicate_type=kind, what=f"attest the SBOM of {where}")
+            runner.attest(ref, str(path), signing, predicate_type=kind, what=f"attest the {kind} predicate of {where}")
         check = verify()
         if not check.ok:
             raise InfraError(f"{where}: cosign wrote the {what} but it does not verify with the configured public"
@@ -255,6 +264,32 @@ class Sign:
         logger.info("image.signed" if kind == SIGNATURE else "attestation.attached", ref=ref, kind=kind,
                     platform=platform)
         return Signed(reg.name, ref, kind, platform, "signed")
+
+
+def scan_reports(ctx: Context) -> dict[str, Path]:
+    """platform → this run's raw Trivy report, for ``sign.attest_scan``."""
+    scan = ctx.outputs.get("scan")
+    if scan is None:
+        raise ConfigError(f"{ctx.config_path}: sign.attest_scan: needs the scan stage to run in this release"
+                          " ([scan] enabled, not skipped)")
+    if not scan.vulnerabilities_scanned:
+        log.get(stage="sign").warning("attestation.vuln_skipped",
+                                      reason="vulnerabilities were not scanned (no DB): no vuln attestation")
+        return {}
+    return {platform: Path(path) for key, path in scan.reports.items()
+            if key.startswith("trivy:") and (platform := key.split(":", 1)[1])}
+
+
+_vuln_lock = threading.Lock()
+
+
+def vuln_predicate(report: Path, work: Path, env: Mapping[str, str]) -> Path:
+    """The cosign-vuln predicate of one report, converted once per run."""
+    out = work / f"vuln-{report.stem}.json"
+    with _vuln_lock:
+        if not out.exists():
+            out.write_bytes(trivy.cosign_vuln(report, env=env))
+    return out
 
 
 def _pem(text: str) -> str:

@@ -159,6 +159,18 @@ def scan(image: str, *, cache_dir: str, env: Mapping[str, str] | None = None, in
             raise ToolError(f"trivy scan of {image}: no report was written", tool="trivy") from None
 
 
+def cosign_vuln(report_path: str | Path, *, env: Mapping[str, str] | None = None) -> bytes:
+    """Trivy's JSON report as cosign's ``vuln`` attestation predicate (``trivy convert``; no DB, no network)."""
+    with workdir("pipeline-vuln-") as tmp:
+        out = tmp / "vuln.json"
+        proc.run([TRIVY, "convert", "--format", "cosign-vuln", "--output", str(out), str(Path(report_path).resolve())],
+                 env=_env(env), cwd=tmp, timeout=300, what=f"convert {report_path} to a vuln predicate")
+        try:
+            return out.read_bytes()
+        except OSError:
+            raise ToolError(f"convert {report_path}: trivy wrote no predicate", tool="trivy") from None
+
+
 def sbom(image_ref: str, *, env: Mapping[str, str] | None = None, insecure: bool = False,
          cache_dir: str | None = None, timeout_seconds: int = 900) -> bytes:
     """A CycloneDX JSON SBOM of ``image_ref`` (by digest, from its registry). No DB needed."""

@@ -298,3 +298,42 @@ def test_sbom_needs_no_db(registries, offline_base):
     digest = json.loads(body)["manifests"][0]["digest"]
     doc = json.loads(trivy.sbom(f"{offline_base.split('@')[0]}@{digest}", insecure=True))
     assert doc["bomFormat"] == "CycloneDX"
+
+
+def test_scan_result_is_attested_per_platform_with_attest_scan(tmp_path, registries, offline_base, db_ref,
+                                                                shared_cache):
+    """[sign] attest_scan: each platform's Trivy result becomes a cosign vuln attestation (checked by cosign itself)."""
+    import base64
+    import secrets
+
+    exception = ('[[exceptions]]\nid = "CVE-2099-0001"\npackage = "musl"\nreason = "test: not reachable"\n'
+                 'expires = 2099-01-01\n')
+    cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-attest", cache=shared_cache,
+                  exceptions=exception)
+    password = secrets.token_urlsafe(16)
+    env = {**github_env(), "COSIGN_PASSWORD": password}
+    code, _, err = pipeline(["keygen", "--output", str(tmp_path / "keys" / "release")], env)
+    assert code == 0, err
+    key, pub = tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub"
+    cfg.write_text(cfg.read_text().replace(
+        "[sign]\nenabled = false", f'[sign]\nkey = "{key}"\ntlog_upload = false\nsbom = false\nattest_scan = true'))
+    code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"], env)
+    assert code == 0, err[-3000:]
+    assert password not in out and password not in err
+    manifest = json.loads(out)
+    for r in RELEASE:
+        reg = registries[r]
+        for platform, digest in manifest["platforms"].items():
+            done = subprocess.run(["cosign", "verify-attestation", "--key", str(pub), "--type", "vuln",
+                                   "--insecure-ignore-tlog=true", f"{reg.host}/scan-attest@{digest}"],
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, f"{r} {platform}: {done.stderr}"
+            statement = json.loads(base64.b64decode(json.loads(done.stdout.splitlines()[0])["payload"]))
+            assert statement["predicateType"] == "https://cosign.sigstore.dev/attestation/vuln/v1"
+            assert statement["subject"][0]["digest"]["sha256"] == digest.split(":", 1)[1]
+            assert "CVE-2099-0001" in json.dumps(statement["predicate"])
+    # a second release attests nothing new (same key, same digests)
+    code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"], env)
+    assert code == 0, err[-3000:]
+    items = json.loads(out)["outputs"]["sign"]["items"]
+    assert items and all(i["action"] == "present" for i in items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import yamltext
@@ -62,5 +62,7 @@ data = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4)
 
 @settings(max_examples=400, deadline=None)
 @given(data)
+@example({"A\n": None})          # a trailing newline once slipped through as a plain scalar
+@example([{"key": "value\n"}])
 def test_round_trip(value):
     assert yaml.safe_load(yamltext.dump(value)) == value
