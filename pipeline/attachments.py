@@ -170,25 +170,12 @@ def _get(client: Registry, repo: str, tag: str) -> tuple[bytes, str] | None:
     return body, digest
 
 
-def _referrers_api(client: Registry, repo: str, digest: str) -> bytes | None:
-    """The referrers API answer, or None when the registry does not offer it (404/400/405)."""
-    try:
-        r = client.request("GET", f"/v2/{repo}/referrers/{digest}", scope=f"repository:{repo}:pull",
-                           headers={"Accept": "application/vnd.oci.image.index.v1+json"}, ok=(400, 404, 405),
-                           what=f"referrers of {repo}@{digest[:19]}")
-    except RegistryError:
-        return None
-    if r.status_code != 200 or "json" not in r.headers.get("Content-Type", "json"):
-        return None
-    return r.content
-
-
 def listing(client: Registry, repo: str, digest: str) -> Listing:
     """Read what cosign stored for ``digest`` in ``repo`` (legacy tags, referrers API, fallback tag)."""
     sig = _get(client, repo, signature_tag(digest))
     att = _get(client, repo, attestation_tag(digest))
     bundles: dict[str, int] = {}
-    api = _referrers_api(client, repo, digest)
+    api = client.referrers(repo, digest)
     if api is not None:
         bundles = parse_referrers(api)
     else:

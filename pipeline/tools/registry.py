@@ -823,6 +823,18 @@ class Registry:
             url = urljoin(self.base + "/", link) if link else None
         return sorted(set(out))  # registries differ in order (distribution 2.8: storage order); plans must not
 
+    def referrers(self, repo: str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers index of ``digest``; None when the registry has no referrers API
+        (400/404/405 or not JSON). Other failures are errors (retried), never "no referrers"."""
+        def go() -> bytes | None:
+            r = self.request("GET", f"/v2/{repo}/referrers/{digest}", scope=f"repository:{repo}:pull",
+                             headers={"Accept": OCI_INDEX}, ok=(400, 404, 405),
+                             what=f"referrers of {repo}@{digest[:19]}")
+            if r.status_code != 200 or "json" not in r.headers.get("Content-Type", "json"):
+                return None
+            return r.content
+        return self._retrying(go)
+
     def tags(self, repo: str, *, page_size: int = 1000) -> list[str]:
         """Every tag (sorted), following ``Link: <…>; rel="next"`` pagination; [] for an unknown repository."""
         return self._paged(f"/v2/{repo}/tags/list?n={page_size}", f"repository:{repo}:pull", f"tags of {repo}",

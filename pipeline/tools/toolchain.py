@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import importlib.util
 import platform
 import re
 import shutil
@@ -79,6 +80,8 @@ NEEDED_BY: dict[str, tuple[str, ...]] = {
     "docker-registry": ("registry", "tests"),
     "skopeo": (),  # optional: an independent registry client for checks
     "chromium": ("tests",),  # headless: renders the inventory page in its integration test
+    "kubectl": ("pull-secret --apply",),  # optional: the secret is written as YAML without it
+    "aws": ("ecr", "login"),  # optional: ECR tokens via boto3 (the ecr extra) or the aws CLI
 }
 
 
@@ -421,6 +424,8 @@ INSTRUCTIONS = {
         "docker-registry": "apt-get install docker-registry apache2-utils",
         "skopeo": "apt-get install skopeo (optional)",
         "chromium": "apt-get install chromium (tests only: the inventory page in headless Chromium)",
+        "kubectl": "install kubectl from the Kubernetes apt repository (optional: pull-secret --apply)",
+        "aws": "pip install 'pipeline[ecr]' (boto3) or apt-get install awscli (optional: ECR only)",
     },
     "macos": {
         "docker": "install Docker Desktop (or: brew install docker)",
@@ -432,6 +437,8 @@ INSTRUCTIONS = {
         "docker-registry": "brew install distribution (the registry server), or run it from a release binary",
         "skopeo": "brew install skopeo (optional)",
         "chromium": "brew install --cask chromium (tests only)",
+        "kubectl": "brew install kubectl (optional: pull-secret --apply)",
+        "aws": "pip install 'pipeline[ecr]' or brew install awscli (optional: ECR only)",
     },
     "other": {
         "docker": "install the docker CLI from your distribution or https://docs.docker.com/engine/install/",
@@ -444,6 +451,8 @@ INSTRUCTIONS = {
         "docker-registry": "install the CNCF distribution registry (docker-registry / registry:2 binary)",
         "skopeo": "install skopeo from your distribution (optional)",
         "chromium": "install Chromium from your distribution (tests only)",
+        "kubectl": "install kubectl (optional: pull-secret --apply)",
+        "aws": "pip install 'pipeline[ecr]' or install the aws CLI (optional: ECR only)",
     },
 }
 
@@ -713,6 +722,15 @@ def probe() -> list[ToolStatus]:
     chromium = re.search(r"Chromium (\d+(?:\.\d+)+)", _out(["chromium", "--version"]) or "")
     add("chromium", bool(chromium), chromium.group(1) if chromium else None,
         "headless, for tests" if chromium else "not found (tests of the inventory page need it)")
+    kubectl = re.search(r"v(\d+\.\d+\.\d+)", _out(["kubectl", "version", "--client"]) or "")
+    add("kubectl", bool(kubectl), kubectl.group(1) if kubectl else None,
+        "optional" if kubectl else "optional; not found (pull-secret writes YAML to apply yourself)")
+    aws = re.search(r"aws-cli/(\d+\.\d+\.\d+)", _out(["aws", "--version"]) or "")
+    boto3 = importlib.util.find_spec("boto3") is not None
+    add("aws", bool(aws) or boto3, aws.group(1) if aws else None,
+        "optional, for ECR tokens: " + ", ".join(x for x in (("aws CLI" if aws else ""), ("boto3" if boto3 else ""))
+                                                 if x) if (aws or boto3)
+        else "optional; neither the aws CLI nor boto3 (pip install 'pipeline[ecr]') is installed: needed only for ECR")
     return out
 
 

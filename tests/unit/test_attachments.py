@@ -79,13 +79,6 @@ def test_decide(listing, kind, ours, decision):
 # --------------------------------------------------------------------------- reading a registry (fake)
 
 
-class FakeResponse:
-    def __init__(self, status: int, content: bytes = b"", content_type: str = "application/json") -> None:
-        self.status_code = status
-        self.content = content
-        self.headers = {"Content-Type": content_type}
-
-
 class FakeRegistry:
     """Just the verbs attachments uses, over a dict of tag/digest -> manifest bytes."""
 
@@ -110,10 +103,8 @@ class FakeRegistry:
         self.puts.append((ref, media))
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
-    def request(self, method, path, **kw):
-        if self.referrers_api is None:
-            return FakeResponse(404, b'{"errors":[{"code":"NOT_FOUND"}]}')
-        return FakeResponse(200, self.referrers_api, "application/vnd.oci.image.index.v1+json")
+    def referrers(self, repo, digest):
+        return self.referrers_api          # None: the registry has no referrers API
 
 
 def test_listing_reads_legacy_tags_and_the_fallback_index():

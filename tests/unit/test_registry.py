@@ -1181,3 +1181,38 @@ def test_registry_error_is_one_line_infra_error():
     final = exc.gave_up(5)
     assert str(final) == "registry ghcr: first second (gave up after 5 attempts)" and not final.temporary
     assert isinstance(NotFound("r", "x").gave_up(1), NotFound)
+
+
+def _referrers_client(handler):
+    from pipeline.retry import RetryPolicy
+    from pipeline.tools.registry import Registry
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        return handler(request)
+
+    return Registry("reg.test", policy=RetryPolicy(attempts=2, initial_seconds=0.001, max_seconds=0.001),
+                    transport=httpx.MockTransport(route))
+
+
+def test_referrers_returns_the_index_or_none_when_the_api_is_absent():
+    index = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+    with _referrers_client(lambda r: httpx.Response(
+            200, content=index, headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})) as reg:
+        assert reg.referrers("app", "sha256:" + "a" * 64) == index
+    for status in (400, 404, 405):
+        with _referrers_client(lambda r, s=status: httpx.Response(s, json={"errors": []})) as reg:
+            assert reg.referrers("app", "sha256:" + "a" * 64) is None
+
+
+def test_referrers_server_errors_are_errors_not_an_empty_answer():
+    calls = []
+
+    def fail(request):
+        calls.append(request.url.path)
+        return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE", "message": "down"}]})
+
+    with _referrers_client(fail) as reg, pytest.raises(RegistryError) as exc:
+        reg.referrers("app", "sha256:" + "a" * 64)
+    assert len(calls) == 2 and "reg.test" in str(exc.value)
