@@ -207,6 +207,14 @@ class RepositoryResult:
         return f"{self.registry}: {self.repository}: " + "; ".join(what)
 
 
+
+def put_if_different(have: Any, want: Any, put: Callable[[], object]) -> bool:
+    """Put ``want`` unless the registry already holds the same document; True when it was put."""
+    if have is not None and same_document(have, want):
+        return False
+    put()
+    return True
+
 def ensure(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None = None, source: str = "config",
            client_factory: Callable[[str, Mapping[str, str]], Any] | None = None) -> list[RepositoryResult]:
     """Create missing repositories with ``[ecr]``'s settings, align what ECR can change, put the policies."""
@@ -247,21 +255,17 @@ def ensure(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None 
                 if d["fix"]:
                     logger.info("ecr.repository_updated", registry=reg.name, repository=repo, changed=d["fix"])
             if lifecycle is not None:
-                have = None if res.created else client.lifecycle_policy(repo, account)
-                if have is not None and same_document(have, lifecycle):
-                    res.lifecycle = "unchanged"
-                else:
-                    client.put_lifecycle_policy(repo, account, lifecycle)
-                    res.lifecycle = "put"
+                res.lifecycle = "put" if put_if_different(
+                    None if res.created else client.lifecycle_policy(repo, account), lifecycle,
+                    lambda: client.put_lifecycle_policy(repo, account, lifecycle)) else "unchanged"
+                if res.lifecycle == "put":
                     logger.info("ecr.lifecycle_put", registry=reg.name, repository=repo,
                                 rules=len(lifecycle["rules"]))
             if policy is not None:
-                have = None if res.created else client.repository_policy(repo, account)
-                if have is not None and same_document(have, policy):
-                    res.policy = "unchanged"
-                else:
-                    client.set_repository_policy(repo, account, policy)
-                    res.policy = "set"
+                res.policy = "set" if put_if_different(
+                    None if res.created else client.repository_policy(repo, account), policy,
+                    lambda: client.set_repository_policy(repo, account, policy)) else "unchanged"
+                if res.policy == "set":
                     logger.info("ecr.policy_set", registry=reg.name, repository=repo)
             if want.mutability != "MUTABLE" and not want.exclusions:
                 res.warnings.append("tags are immutable: moving tags (latest, 1, 1.2) will be refused; list them in"

@@ -241,30 +241,29 @@ _UPLOAD_DONE = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/[^/?]+\?(?:.*&)?dige
 _MOUNT = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/\?(?:.*&)?mount=(?P<digest>[^&]+)")
 
 
-def completed_uploads(lines: Iterator[str] | list[str], repo: str | None = None) -> list[tuple[str, str]]:
-    """``(repo, digest)`` of every blob upload the registry completed (``PUT …/blobs/uploads/<id>?…digest=…``
-    answered 201). Cross-repository mounts (``POST …/blobs/uploads/?mount=…`` 201) are not uploads."""
+def _completed(lines: Iterator[str] | list[str], method: str, pattern: re.Pattern[str],
+               repo: str | None) -> list[tuple[str, str]]:
+    """``(repo, digest)`` of every ``method`` request matching ``pattern`` that the registry answered 201."""
     out = []
     for line in lines:
         a = parse_access_line(line)
-        if a is None or a.method != "PUT" or a.status != 201:
+        if a is None or a.method != method or a.status != 201:
             continue
-        m = _UPLOAD_DONE.match(a.path)
+        m = pattern.match(a.path)
         if m and (repo is None or m.group("repo") == repo):
             out.append((m.group("repo"), m.group("digest").replace("%3A", ":")))
     return out
+
+
+def completed_uploads(lines: Iterator[str] | list[str], repo: str | None = None) -> list[tuple[str, str]]:
+    """Blob uploads the registry completed (``PUT …/blobs/uploads/<id>?…digest=…`` answered 201).
+    Cross-repository mounts (``POST …/blobs/uploads/?mount=…`` 201) are not uploads."""
+    return _completed(lines, "PUT", _UPLOAD_DONE, repo)
 
 
 def completed_mounts(lines: Iterator[str] | list[str], repo: str | None = None) -> list[tuple[str, str]]:
-    out = []
-    for line in lines:
-        a = parse_access_line(line)
-        if a is None or a.method != "POST" or a.status != 201:
-            continue
-        m = _MOUNT.match(a.path)
-        if m and (repo is None or m.group("repo") == repo):
-            out.append((m.group("repo"), m.group("digest").replace("%3A", ":")))
-    return out
+    """Cross-repository mounts the registry completed (``POST …?mount=…`` answered 201)."""
+    return _completed(lines, "POST", _MOUNT, repo)
 
 
 # --------------------------------------------------------------------------- small machine helpers
