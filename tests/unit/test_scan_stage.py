@@ -19,25 +19,12 @@ from pipeline.stages import scan as scan_stage
 from pipeline.stages.build import BuildOutput
 from pipeline.stages.tag import unmet_gates
 from pipeline.tools import trivy
+from tests.support.fakeaccess import fake_access
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 INDEX = "sha256:" + "1" * 64
 AMD64 = "sha256:" + "a" * 64
 ARM64 = "sha256:" + "b" * 64
-
-
-class FakeAccess:
-    def __init__(self, cfg, env):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def tool_env(self):
-        return {"DOCKER_CONFIG": "/tmp/pipeline-docker-test"}
 
 
 @pytest.fixture
@@ -53,7 +40,7 @@ def world(tmp_path, monkeypatch):
         return reports[image.rsplit("@", 1)[1]]
 
     db = trivy.DBInfo(str(cache), 2, "2026-11-01T00:00:00Z", "2099-01-01T00:00:00Z", "", 100, "mirror")
-    monkeypatch.setattr(scan_stage, "Access", FakeAccess)
+    monkeypatch.setattr(scan_stage, "Access", fake_access())
     monkeypatch.setattr(scan_stage.scandb, "prepare", lambda cfg, env, access: db)
     monkeypatch.setattr(scan_stage.trivy, "scan", fake_scan)
     monkeypatch.setattr(scan_stage.trivy, "version", lambda: "0.59.1")

@@ -25,28 +25,12 @@ from pipeline.stages.sign import Sign
 from pipeline.stages.tags import TagsOutput
 from pipeline.tags import TagResult
 from pipeline.tools import cosign
+from tests.support.fakeaccess import fake_access
 
 PASSWORD = "pw-Very-Secret-9f3e1c"
 INDEX = "sha256:" + "1" * 64
 AMD64 = "sha256:" + "2" * 64
 ARM64 = "sha256:" + "3" * 64
-
-class FakeAccess:
-    def __init__(self, cfg, env):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def client(self, reg):
-        return reg.name
-
-    def tool_env(self):
-        return {"DOCKER_CONFIG": "/tmp/pipeline-docker-test"}
-
 
 @pytest.fixture
 def world(tmp_path, monkeypatch, fake_cosign):
@@ -57,7 +41,7 @@ def world(tmp_path, monkeypatch, fake_cosign):
     (key_dir / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nREAL\n-----END PUBLIC KEY-----\n")
     listings: dict[tuple[str, str], Listing] = {}
     sboms: list[str] = []
-    monkeypatch.setattr(sign_stage, "Access", FakeAccess)
+    monkeypatch.setattr(sign_stage, "Access", fake_access(lambda reg: reg.name))
     monkeypatch.setattr(sign_stage, "listing", lambda client, repo, digest: listings.get((client, digest),
                                                                                        Listing(digest)))
     monkeypatch.setattr(sign_stage.trivy, "sbom", lambda ref, **kw: sboms.append(ref) or b'{"bomFormat": "CycloneDX"}')

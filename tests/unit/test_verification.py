@@ -11,6 +11,7 @@ import pytest
 from pipeline import config, verification
 from pipeline.cli import main
 from pipeline.verification import Check, Report, Target
+from tests.support.fakeaccess import fake_access
 
 INDEX = "sha256:" + "1" * 64
 AMD64 = "sha256:" + "2" * 64
@@ -89,25 +90,12 @@ def registries(monkeypatch, fake_cosign, tmp_path):
     (tmp_path / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nREAL\n-----END PUBLIC KEY-----\n")
     state = {"ghcr": {"1.2.3": INDEX}, "ecr": {"1.2.3": INDEX}, "hub": {"1.2.3": INDEX}}
 
-    class FakeAccess:
-        def __init__(self, config, env):
-            pass
+    def client(reg):
+        refs = dict(state[reg.name])
+        refs.update({d: d for d in (INDEX, AMD64, ARM64, OTHER)})
+        return FakeRegistry(refs)
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-        def client(self, reg):
-            refs = dict(state[reg.name])
-            refs.update({d: d for d in (INDEX, AMD64, ARM64, OTHER)})
-            return FakeRegistry(refs)
-
-        def tool_env(self):
-            return {"DOCKER_CONFIG": "/nonexistent"}
-
-    monkeypatch.setattr(verification, "Access", FakeAccess)
+    monkeypatch.setattr(verification, "Access", fake_access(client, "/nonexistent"))
     return state
 
 
