@@ -64,51 +64,18 @@ def github_env() -> dict[str, str]:
 
 def project(tmp: Path, registries: dict[str, Any], offline_base: str, db: str, *, name: str, cache: Path,
             arm64_only: bool = False, exceptions: str = "", scan_extra: str = "") -> Path:
-    ctx = tmp / "ctx"
+    """An Alpine-looking image per platform (musl 1.2.4-r2 is vulnerable in the test DB)."""
+    files = {"alpine-release": "3.19.1\n"}
     for arch, (musl, apk_arch) in {"amd64": ("1.2.4-r99" if arm64_only else "1.2.4-r2", "x86_64"),
                                    "arm64": ("1.2.4-r2", "aarch64")}.items():
-        (ctx / f"apk-{arch}").mkdir(parents=True, exist_ok=True)
-        (ctx / f"apk-{arch}" / "installed").write_text(apk_installed(musl, apk_arch))
-    (ctx / "alpine-release").write_text("3.19.1\n")
-    (ctx / "app.txt").write_text(f"{name}\n")
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
+        files[f"apk-{arch}/installed"] = apk_installed(musl, apk_arch)
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "scan-exceptions.toml").write_text(exceptions)
-    regs = "\n".join(registries[r].toml for r in RELEASE)
-    cfg = tmp / "pipeline.toml"
-    cfg.write_text(f"""
-[image]
-name = "{name}"
-context = "{ctx}"
-dockerfile = "{ctx / 'Dockerfile'}"
-platforms = ["linux/amd64", "linux/arm64"]
-[image.build_args]
-BASE_IMAGE = "{offline_base}"
-
-[tags]
-rules = ["type=semver,pattern={{{{version}}}}", "type=semver,pattern={{{{major}}}}.{{{{minor}}}}"]
-
-{regs}
-[staging]
-registry = "ecr"
-repository = "staging/{name}"
-
-[scan]
-fail_on = "HIGH"
-db_repository = ["{db}"]
-cache_dir = "{cache}"
-exceptions_file = "{tmp / 'scan-exceptions.toml'}"
-{scan_extra}
-
-[sign]
-enabled = false
-[retry]
-attempts = 2
-initial_seconds = 0.1
-max_seconds = 0.5
-[report]
-dir = "{tmp / 'dist'}"
-""")
-    return cfg
+    scan = (f'fail_on = "HIGH"\ndb_repository = ["{db}"]\ncache_dir = "{cache}"\n'
+            f'exceptions_file = "{tmp / "scan-exceptions.toml"}"\n{scan_extra}')
+    return support.write_project(tmp, registries, offline_base, name=name, dockerfile=DOCKERFILE, release=RELEASE,
+                                 rules='"type=semver,pattern={{version}}", "type=semver,pattern={{major}}.{{minor}}"',
+                                 scan=scan, files=files)
 
 
 def pipeline(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
