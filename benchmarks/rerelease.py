@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.tools import localregistry  # noqa: E402
-from pipeline.tools.offline_base import ensure_offline_base  # noqa: E402
+from pipeline.setup import localregistry  # noqa: E402
+from pipeline.setup.offline_base import ensure_offline_base  # noqa: E402
 
 DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE}

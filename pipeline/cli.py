@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from pipeline import __version__, ci, config, log
+from pipeline import __version__, config, log
+from pipeline.metadata import ci
 from pipeline.context import Context, Options, source_date
 from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, PipelineError, UsageError
 
@@ -195,7 +196,7 @@ def _check_skips(skip: frozenset[str]) -> None:
 
 
 def cmd_tags(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.stages.tags import compute_tags
+    from pipeline.metadata.tags import compute_tags
 
     ctx = make_context(args, env)
     result = compute_tags(ctx)
@@ -236,7 +237,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
 
 def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None) -> int:
     from pipeline.plan import RELEASE, Runner
-    from pipeline.registries import serve_local
+    from pipeline.access.registries import serve_local
     from pipeline.report import release_manifest, text_summary
 
     ctx = make_context(args, env)
@@ -262,7 +263,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 
 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.tools import toolchain
+    from pipeline.setup import toolchain
 
     actions: list[str] = []
     if args.install:
@@ -287,7 +288,7 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
 
 
 def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.tools import localregistry
+    from pipeline.setup import localregistry
 
     state_root = localregistry.DEFAULT_STATE_ROOT
     htpasswd = state_root / args.name / "htpasswd"
@@ -350,7 +351,8 @@ def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) 
 
 
 def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import refs, verification
+    from pipeline import refs
+    from pipeline.sign import verification
 
     cfg = config.load(Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH), env)
     try:
@@ -369,7 +371,7 @@ def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
 
 
 def cmd_keygen(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import keys
+    from pipeline.sign import keys
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -388,9 +390,9 @@ def cmd_keygen(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
 
 
 def cmd_scan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import scancommand
+    from pipeline.scan import command as scancommand
     from pipeline.plan import RELEASE, Runner
-    from pipeline.registries import serve_local
+    from pipeline.access.registries import serve_local
 
     if sum(bool(x) for x in (args.report, args.download_db, args.mirror_db)) > 1:
         raise UsageError("pipeline scan: --report, --download-db and --mirror-db are separate actions; give one")
@@ -419,8 +421,8 @@ def cmd_scan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
 def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from datetime import datetime, timezone
 
-    from pipeline.registries import serve_local
-    from pipeline.stages import prune
+    from pipeline.access.registries import serve_local
+    from pipeline.hygiene import prune
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
     cfg = config.load(cfg_path, env)
@@ -455,8 +457,8 @@ def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 def cmd_inventory(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from datetime import datetime, timezone
 
-    from pipeline import inventory
-    from pipeline.registries import serve_local
+    from pipeline.hygiene import inventory
+    from pipeline.access.registries import serve_local
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
     cfg = config.load(cfg_path, env)
@@ -478,7 +480,7 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Path, con
 
 
 def cmd_login(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.registries import login
+    from pipeline.access.registries import login
     from pipeline.tools.registry import Credentials
 
     manual = None
@@ -518,8 +520,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import pullsecret
-    from pipeline.registries import Access, ecr_region
+    from pipeline.access import pullsecret
+    from pipeline.access.registries import Access, ecr_region
     from pipeline.tools import login as tools
 
     _, cfg = _config(args, env)
@@ -568,7 +570,7 @@ def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextI
 
 
 def cmd_ci_init(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import citemplates
+    from pipeline.ci_files import templates as citemplates
 
     path, cfg = _config(args, env)
     text = citemplates.render(args.ci, cfg, path)
@@ -589,8 +591,8 @@ def cmd_ci_init(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -
 
 
 def cmd_ecr(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import ecr
-    from pipeline.registries import ecr_region
+    from pipeline.access import ecr
+    from pipeline.access.registries import ecr_region
     from pipeline.retry import RetryPolicy
     from pipeline.tools.ecr import EcrClient
 

@@ -17,10 +17,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.refs import ENV_NAME, RefError, parse_key_ref
+from pipeline.refs import parse as parse_ref
 
 DEFAULT_PATH = Path("config/pipeline.toml")
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9.]+)?$")
 REGISTRY_URL = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:(?P<port>\d{1,5}))?(?P<ns>(/[a-z0-9]+([._-][a-z0-9]+)*)*)$")
 IMAGE_NAME = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
@@ -275,13 +276,11 @@ class ScanConfig(Section):
     @field_validator("db_repository", "java_db_repository")
     @classmethod
     def _repos(cls, v: list[str]) -> list[str]:
-        from pipeline.refs import RefError, parse
-
         for repo in v:
             if "://" in repo:
                 raise ValueError(f"'{repo}' has a scheme; write host/repository[:tag], e.g. mirror.gcr.io/aquasec/trivy-db:2")
             try:
-                parse(repo)
+                parse_ref(repo)
             except RefError as exc:
                 raise ValueError(str(exc)) from None
         return v
@@ -320,8 +319,6 @@ class SignConfig(Section):
     @classmethod
     def _key_ref(cls, v: str | None, info: Any) -> str | None:
         if v is not None:
-            from pipeline.tools.cosign import parse_key_ref
-
             parse_key_ref(v, public=info.field_name == "public_key")
         return v
 
@@ -383,7 +380,7 @@ class LifecycleConfig(Section):
 
     def policy(self, source: str = "config") -> Any:
         """The validated policy (pipeline.lifecycle.Policy): the TOML rules or the JSON policy file."""
-        from pipeline import lifecycle
+        from pipeline.hygiene import lifecycle
 
         if self.policy_file:
             path = Path(self.policy_file)
@@ -602,7 +599,7 @@ def _find_secrets(data: Any, loc: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...]
 
 
 def _validate_tag_lines(cfg: Config) -> list[tuple[str, str]]:
-    from pipeline.tags import TagRuleError, parse_flavor, parse_rules
+    from pipeline.metadata.rules import TagRuleError, parse_flavor, parse_rules
 
     problems: list[tuple[str, str]] = []
     try:

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.ci import CIInfo
+from pipeline.metadata.ci import CIInfo
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.tags import DEFAULT_SHORT_SHA_LENGTH, TagOptions
+from pipeline.metadata.rules import DEFAULT_SHORT_SHA_LENGTH, TagOptions
 
 
 @dataclass(frozen=True)

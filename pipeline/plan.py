@@ -17,14 +17,14 @@ from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.stage import Stage, StageResult
-from pipeline.stages.build import Build
+from pipeline.build.build import Build
 from pipeline.stages.copy import Copy
 from pipeline.stages.report import Report
-from pipeline.stages.scan import Scan
-from pipeline.stages.sign import Sign
+from pipeline.scan.scan import Scan
+from pipeline.sign.sign import Sign
 from pipeline.stages.tag import Tag
-from pipeline.stages.tags import Tags
-from pipeline.stages.verify import Verify
+from pipeline.metadata.tags import Tags
+from pipeline.sign.verify import Verify
 
 
 RELEASE: tuple[Stage, ...] = (

@@ -1,4 +1,5 @@
-"""Pure: parse and format ``registry/repo:tag@sha256:…`` references (docker's rules)."""
+"""Pure: parse and format references: images (``registry/repo:tag@sha256:…``, docker's rules) and
+signing keys (``[sign] key``: a file, ``env://VAR`` or a KMS URI, as cosign takes them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 DOCKER_HUB = "docker.io"
+KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
+ENV_SCHEME = "env://"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RefError(ValueError):
@@ -78,3 +82,45 @@ def parse(text: str) -> Ref:
 def platform_key(platform: str) -> str:
     """``linux/arm64/v8`` → ``linux-arm64-v8``: safe in file names and tags."""
     return platform.replace("/", "-")
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """A ``[sign] key`` / ``public_key`` value: ``file``, ``env`` (env://VAR), ``kms`` (a KMS URI), ``url``."""
+
+    kind: str
+    value: str
+
+    @property
+    def arg(self) -> str:
+        """What goes after ``--key``."""
+        return f"{ENV_SCHEME}{self.value}" if self.kind == "env" else self.value
+
+    def describe(self) -> str:
+        if self.kind == "env":
+            return f"env://{self.value}"
+        if self.kind == "kms":
+            return self.value.split("://", 1)[0] + "://…" if len(self.value) > 60 else self.value
+        return self.value
+
+
+def parse_key_ref(text: str, *, public: bool = False) -> KeyRef:
+    """Parse a key reference; raise ValueError with a sentence a user can act on."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty key reference")
+    if value.startswith(ENV_SCHEME):
+        name = value[len(ENV_SCHEME):]
+        if not ENV_NAME.match(name):
+            raise ValueError(f"'{value}': env:// needs an environment variable name (letters, digits, _)")
+        return KeyRef("env", name)
+    if value.startswith(KMS_SCHEMES):
+        if value.endswith("://"):
+            raise ValueError(f"'{value}': the KMS URI names no key")
+        return KeyRef("kms", value)
+    if public and value.startswith(("https://", "http://")):
+        return KeyRef("url", value)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        kinds = "a file path, env://VAR, " + ", ".join(KMS_SCHEMES) + (", https://" if public else "")
+        raise ValueError(f"'{value}': unsupported key reference (use {kinds})")
+    return KeyRef("file", value)

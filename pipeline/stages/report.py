@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline import ciout, log
+from pipeline import log
+from pipeline.ci_files import outputs as ciout
 from pipeline.context import Context
 from pipeline.report import markdown_summary, release_manifest, write_manifest
 

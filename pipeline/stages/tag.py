@@ -14,10 +14,10 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import InfraError, PolicyError
-from pipeline.registries import Access
-from pipeline.stages.build import BuildOutput
+from pipeline.access.registries import Access
+from pipeline.build.build import BuildOutput
 from pipeline.stages.copy import CopyOutput, no_tags_reason
-from pipeline.stages.tags import TagsOutput
+from pipeline.metadata.tags import TagsOutput
 
 GATES = (("build", "build"), ("scan", "scan"), ("copy", "copy_"), ("sign", "sign"))
 

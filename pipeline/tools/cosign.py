@@ -36,9 +36,6 @@ from pipeline.tools import proc
 COSIGN = "cosign"
 MIN_MAJOR = 2
 LATEST_KNOWN_MAJOR = 3
-KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
-ENV_SCHEME = "env://"
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: ``cosign attest --type`` names → the predicate type URI stored with the attestation (specs/cosign.md §7)
 PREDICATE_TYPES = {
@@ -76,53 +73,11 @@ def major_version(version: str | None) -> int:
 @functools.cache
 def installed_major() -> int:
     """The installed cosign's major version (Debian builds say ``devel``: see toolchain.cosign_version)."""
-    from pipeline.tools import toolchain
+    from pipeline.setup import toolchain
 
     if proc.which(COSIGN) is None:
         raise ToolError("cosign is not installed; run 'pipeline doctor' to see how to install it", tool=COSIGN)
     return major_version(toolchain.cosign_version())
-
-
-@dataclass(frozen=True)
-class KeyRef:
-    """A ``[sign] key`` / ``public_key`` value: ``file``, ``env`` (env://VAR), ``kms`` (a KMS URI), ``url``."""
-
-    kind: str
-    value: str
-
-    @property
-    def arg(self) -> str:
-        """What goes after ``--key``."""
-        return f"{ENV_SCHEME}{self.value}" if self.kind == "env" else self.value
-
-    def describe(self) -> str:
-        if self.kind == "env":
-            return f"env://{self.value}"
-        if self.kind == "kms":
-            return self.value.split("://", 1)[0] + "://…" if len(self.value) > 60 else self.value
-        return self.value
-
-
-def parse_key_ref(text: str, *, public: bool = False) -> KeyRef:
-    """Parse a key reference; raise ValueError with a sentence a user can act on."""
-    value = text.strip()
-    if not value:
-        raise ValueError("empty key reference")
-    if value.startswith(ENV_SCHEME):
-        name = value[len(ENV_SCHEME):]
-        if not ENV_NAME.match(name):
-            raise ValueError(f"'{value}': env:// needs an environment variable name (letters, digits, _)")
-        return KeyRef("env", name)
-    if value.startswith(KMS_SCHEMES):
-        if value.endswith("://"):
-            raise ValueError(f"'{value}': the KMS URI names no key")
-        return KeyRef("kms", value)
-    if public and value.startswith(("https://", "http://")):
-        return KeyRef("url", value)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
-        kinds = "a file path, env://VAR, " + ", ".join(KMS_SCHEMES) + (", https://" if public else "")
-        raise ValueError(f"'{value}': unsupported key reference (use {kinds})")
-    return KeyRef("file", value)
 
 
 # --------------------------------------------------------------------------- argv builders (pure)

@@ -26,7 +26,9 @@ import pytest
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import localregistry, proc, toolchain
+from pipeline.tools import proc
+from pipeline.setup import localregistry
+from pipeline.setup import toolchain
 
 HERE = Path(__file__).parent.resolve()
 
@@ -300,7 +302,7 @@ def forget_local_images(hosts: list[str]) -> None:
 @pytest.fixture(scope="session")
 def offline_base(registries: dict[str, TestRegistry], docker_engine: toolchain.EngineInfo) -> str:
     """``127.0.0.1:<port>/pipeline/offline-base@sha256:…`` (linux/amd64 + linux/arm64) in ``ecr``."""
-    from pipeline.tools.offline_base import ensure_offline_base
+    from pipeline.setup.offline_base import ensure_offline_base
 
     check_tool("buildx")
     for arch in ("amd64", "arm64"):

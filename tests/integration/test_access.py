@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from pipeline.tools import localregistry
+from pipeline.setup import localregistry
 from tests.support import project
 
 ROOT = Path(__file__).resolve().parents[2]

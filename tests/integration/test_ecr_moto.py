@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools import localregistry
+from pipeline.setup import localregistry
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"  # moto's default account
@@ -177,7 +177,7 @@ def test_unreachable_endpoint_is_a_one_line_infra_error(project):
 
 def test_ecr_login_token_through_boto3(moto, project):
     from pipeline import config, log
-    from pipeline.registries import Access
+    from pipeline.access.registries import Access
 
     cfg = config.load(project / "pipeline.toml", {})
     now = time.time()

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from pipeline.errors import ToolError
-from pipeline.tools import localregistry as lr
-from pipeline.tools import offline_base as ob
+from pipeline.setup import localregistry as lr
+from pipeline.setup import offline_base as ob
 from pipeline.tools import proc
 
 

@@ -342,7 +342,7 @@ def test_wrong_or_unreadable_key_writes_no_release_tag(released, registries, off
 def test_copied_signatures_verify_in_another_repository(released, registries):
     """Promotion: the image and its cosign artifacts copied elsewhere verify there (no repo binding),
     and the sign stage's listing counts them as ours (no second signature)."""
-    from pipeline.attachments import copy_attachments, decide, listing
+    from pipeline.sign.attachments import copy_attachments, decide, listing
     from pipeline.tools.registry import Credentials, Registry, copy_manifest_tree
 
     ghcr, ecr = registries["ghcr"], registries["ecr"]
@@ -371,7 +371,7 @@ def test_copied_signatures_verify_in_another_repository(released, registries):
 def test_development_key_is_generated_once_with_a_warning(tmp_path):
     from structlog.testing import capture_logs
 
-    from pipeline import keys
+    from pipeline.sign import keys
     from pipeline.config import SignConfig
     from pipeline.tools import cosign as cosign_tool
 

@@ -261,7 +261,7 @@ def pack(buckets: Mapping[str, Any] | None = None, *, updated: datetime | None =
 def push(registry: Any, repository: str, tag: str = "2", layer: bytes | None = None) -> str:
     """Push ``layer`` (default: :func:`pack`) as Trivy's DB artifact, exactly as ``pipeline scan
     --mirror-db`` does; returns the manifest digest. ``registry`` is a pipeline Registry client."""
-    from pipeline.scandb import push_layer
+    from pipeline.scan.db import push_layer
 
     return push_layer(registry, repository, tag, layer if layer is not None else pack())
 

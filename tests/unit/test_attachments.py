@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import attachments as a
+from pipeline.sign import attachments as a
 from pipeline.tools.registry import NotFound
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cosign"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.stages.build import build_key, dockerfile_arg_default, index_platforms, is_attestation
+from pipeline.build.build import build_key, dockerfile_arg_default, index_platforms, is_attestation
 from pipeline.tools.buildx import BuildSpec, build_argv, summarize_failure, unsupported_platforms
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.ci import (
+from pipeline.metadata.ci import (
     CIInfo,
     detect,
     detect_provider,

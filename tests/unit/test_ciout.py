@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from pipeline import ciout
+from pipeline.ci_files import outputs as ciout
 
 DIGEST = "sha256:" + "ab" * 32
 MANIFEST = {

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import citemplates, config
+from pipeline import config
+from pipeline.ci_files import templates as citemplates
 from pipeline.cli import main
 
 BASE = """

@@ -206,7 +206,7 @@ def test_project_default_config_scans_with_a_local_mirror_first():
 
 
 def test_project_exceptions_file_parses():
-    from pipeline.scanpolicy import parse_exceptions
+    from pipeline.scan.policy import parse_exceptions
 
     path = Path(__file__).parents[2] / "config" / "scan-exceptions.toml"
     assert parse_exceptions(path.read_text(), str(path)) == ()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ToolError
+from pipeline import refs
 from pipeline.tools import cosign as c
 from pipeline.tools.cosign import Signing, Verifying
 
@@ -52,14 +53,14 @@ def test_major_version_unknown_or_too_old_is_a_tool_error(text):
     ("hashivault://release", "kms", "hashivault://release"),
 ])
 def test_key_references(text, kind, arg):
-    ref = c.parse_key_ref(text)
+    ref = refs.parse_key_ref(text)
     assert (ref.kind, ref.arg) == (kind, arg)
 
 
 def test_public_key_may_be_a_url_but_a_private_key_may_not():
-    assert c.parse_key_ref("https://example.com/cosign.pub", public=True).kind == "url"
+    assert refs.parse_key_ref("https://example.com/cosign.pub", public=True).kind == "url"
     with pytest.raises(ValueError, match="unsupported key reference"):
-        c.parse_key_ref("https://example.com/cosign.key")
+        refs.parse_key_ref("https://example.com/cosign.key")
 
 
 @pytest.mark.parametrize("text,message", [
@@ -71,13 +72,13 @@ def test_public_key_may_be_a_url_but_a_private_key_may_not():
 ])
 def test_bad_key_references(text, message):
     with pytest.raises(ValueError, match=message):
-        c.parse_key_ref(text)
+        refs.parse_key_ref(text)
 
 
 def test_kms_description_is_short():
     long = "gcpkms://projects/" + "x" * 80
-    assert c.parse_key_ref(long).describe() == "gcpkms://…"
-    assert c.parse_key_ref("env://K").describe() == "env://K"
+    assert refs.parse_key_ref(long).describe() == "gcpkms://…"
+    assert refs.parse_key_ref("env://K").describe() == "env://K"
 
 
 # --------------------------------------------------------------------------- sign / attest argv

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.dates import DEFAULT_ZONE, format_moment, in_zone
+from pipeline.metadata.dates import DEFAULT_ZONE, format_moment, in_zone
 
 
 def utc(*args: int) -> datetime:

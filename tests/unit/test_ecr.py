@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, ecr
+from pipeline import config
+from pipeline.access import ecr
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.retry import RetryPolicy

@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline import hygiene, inventory, lifecycle
+from pipeline.hygiene import walker as hygiene
+from pipeline.hygiene import inventory
+from pipeline.hygiene import lifecycle
 from pipeline.cli import main
 from pipeline.errors import EXIT_USAGE
-from pipeline.hygiene import Attachment, Image, Snapshot
+from pipeline.hygiene.walker import Attachment, Image, Snapshot
 from pipeline.retry import RetryPolicy
 from pipeline.tools import vendors
 from pipeline.tools.registry import OCI_INDEX, OCI_MANIFEST, Credentials

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import lifecycle as L
+from pipeline.hygiene import lifecycle as L
 from pipeline.errors import EXIT_USAGE, ConfigError
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ToolError
-from pipeline.tools import localregistry as lr
-from pipeline.tools import offline_base as ob
+from pipeline.setup import localregistry as lr
+from pipeline.setup import offline_base as ob
 from pipeline.tools.proc import Completed
 
 # --------------------------------------------------------------------------- config.yml

@@ -15,8 +15,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ci import detect
-from pipeline.tags import TagOptions, compute, parse_flavor, parse_rules
+from pipeline.metadata.ci import detect
+from pipeline.metadata.rules import TagOptions, compute, parse_flavor, parse_rules
 from tests.support.fakegit import FakeGit
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import pullsecret
+from pipeline.access import pullsecret
 from pipeline.cli import main
 from pipeline.tools.registry import Credentials
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.scanpolicy import parse_exceptions
+from pipeline.scan.policy import parse_exceptions
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.ci import CIInfo
+from pipeline.metadata.ci import CIInfo
 from pipeline.cli import main
 from pipeline.context import Context
 from pipeline.errors import PolicyError
 from pipeline.plan import RELEASE, Runner
-from pipeline.stages import scan as scan_stage
-from pipeline.stages.build import BuildOutput
+from pipeline.scan import scan as scan_stage
+from pipeline.build.build import BuildOutput
 from pipeline.stages.tag import unmet_gates
 from pipeline.tools import trivy
 from tests.support.fakeaccess import fake_access
@@ -202,7 +202,7 @@ def test_report_config_errors_name_the_field(tmp_path):
 
 
 def test_db_repositories_and_plain_http_decision():
-    from pipeline import scandb
+    from pipeline.scan import db as scandb
 
     cfg = config.parse({"image": {"name": "app"},
                         "registries": [{"name": "corp", "url": "registry.corp:5000", "insecure": True},

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import doublestar, purl
+from pipeline.scan import doublestar
+from pipeline.scan import purl
 from pipeline.errors import ConfigError
-from pipeline.scanpolicy import (
+from pipeline.scan.policy import (
     Finding,
     Policy,
     evaluate,
@@ -22,6 +23,7 @@ from pipeline.scanpolicy import (
     parse_trivyignore_yaml,
 )
 from pipeline.tools import trivy
+from pipeline.scan import results
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 VARIANTS = json.loads((DATA / "variants.json").read_text())
@@ -39,8 +41,8 @@ def key(items):
     return sorted((i["id"], i["package"], i["installed"], i["target"]) for i in items)
 
 
-def report(name: str, fs: str = "alpine") -> trivy.Report:
-    return trivy.parse_report((DATA / fs / f"{name}.json").read_bytes())
+def report(name: str, fs: str = "alpine") -> results.Report:
+    return results.parse_report((DATA / fs / f"{name}.json").read_bytes())
 
 
 # --------------------------------------------------------------------------- against Trivy itself

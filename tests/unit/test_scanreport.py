@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.scanpolicy import Policy, evaluate, parse_exceptions
-from pipeline.scanreport import (
+from pipeline.scan.policy import Policy, evaluate, parse_exceptions
+from pipeline.scan.reports import (
     PlatformResult,
     failure_message,
     gitlab,
@@ -21,7 +21,7 @@ from pipeline.scanreport import (
     table,
     write_all,
 )
-from pipeline.tools import trivy
+from pipeline.scan import results as trivy_results
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 TODAY = date(2026, 11, 26)
@@ -35,10 +35,10 @@ def results(policy: Policy | None = None) -> list[PlatformResult]:
     policy = policy or Policy(fail_on="HIGH", exceptions=EXC)
     out = []
     for p in ("amd64", "arm64"):
-        rep = trivy.parse_report((DATA / "image" / f"linux-{p}.json").read_bytes())
+        rep = trivy_results.parse_report((DATA / "image" / f"linux-{p}.json").read_bytes())
         out.append(PlatformResult(f"linux/{p}", f"127.0.0.1:5000/app@sha256:{p[0] * 64}", rep,
                                   evaluate(rep, policy, TODAY)))
-    rep = trivy.parse_report((DATA / "debian" / "all.json").read_bytes())
+    rep = trivy_results.parse_report((DATA / "debian" / "all.json").read_bytes())
     out.append(PlatformResult("linux/debian", "127.0.0.1:5000/deb@sha256:" + "d" * 64, rep,
                               evaluate(rep, Policy(fail_on="MEDIUM", ignore_unfixed=True), TODAY)))
     return out
@@ -170,7 +170,7 @@ def test_junit_is_well_formed_with_one_testcase_per_finding():
 
 
 def test_junit_platform_without_findings_has_one_passing_case():
-    rep = trivy.parse_report({"SchemaVersion": 2, "ArtifactName": "x"})
+    rep = trivy_results.parse_report({"SchemaVersion": 2, "ArtifactName": "x"})
     root = ET.fromstring(junit([PlatformResult("linux/amd64", "x", rep, evaluate(rep, Policy(), TODAY))]))
     [case] = root.iter("testcase")
     assert case.get("name") == "no findings" and not list(case)

@@ -13,17 +13,18 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from pipeline import config, keys
-from pipeline.attachments import Listing
-from pipeline.ci import CIInfo
+from pipeline import config, refs
+from pipeline.sign import keys
+from pipeline.sign.attachments import Listing
+from pipeline.metadata.ci import CIInfo
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError
-from pipeline.stages import sign as sign_stage
-from pipeline.stages.build import BuildOutput
+from pipeline.sign import sign as sign_stage
+from pipeline.build.build import BuildOutput
 from pipeline.stages.copy import CopyOutput, RegistryCopy
-from pipeline.stages.sign import Sign
-from pipeline.stages.tags import TagsOutput
-from pipeline.tags import TagResult
+from pipeline.sign.sign import Sign
+from pipeline.metadata.tags import TagsOutput
+from pipeline.metadata.rules import TagResult
 from pipeline.tools import cosign
 from tests.support.fakeaccess import fake_access
 
@@ -207,13 +208,13 @@ def test_development_key_password_file_wins_over_the_shell(tmp_path):
     key.write_text("k")
     keys.password_file(key).write_text("dev-password-123")
     cfg = config.parse({"image": {"name": "a"}, "sign": {"key": str(key)}}).sign
-    ref = cosign.parse_key_ref(str(key))
+    ref = refs.parse_key_ref(str(key))
     assert keys.read_password(cfg, ref, {"COSIGN_PASSWORD": "for-a-real-key"}) == "dev-password-123"
     plain = tmp_path / "release.key"
-    assert keys.read_password(cfg, cosign.parse_key_ref(str(plain)), {"COSIGN_PASSWORD": ""}) == ""
-    assert keys.read_password(cfg, cosign.parse_key_ref("awskms:///alias/x"), {}) is None
+    assert keys.read_password(cfg, refs.parse_key_ref(str(plain)), {"COSIGN_PASSWORD": ""}) == ""
+    assert keys.read_password(cfg, refs.parse_key_ref("awskms:///alias/x"), {}) is None
     no_env = config.parse({"image": {"name": "a"}, "sign": {"key": str(plain), "password_env": None}}).sign
-    assert keys.read_password(no_env, cosign.parse_key_ref(str(plain)), {}) == ""
+    assert keys.read_password(no_env, refs.parse_key_ref(str(plain)), {}) == ""
 
 
 def test_development_key_is_generated_on_first_use(tmp_path, fake_cosign):

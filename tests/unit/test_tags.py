@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.ci import CIInfo
-from pipeline.tags import (
+from pipeline.metadata.ci import CIInfo
+from pipeline.metadata.rules import (
     TagOptions,
     TagRuleError,
     compute,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools import toolchain as t
+from pipeline.setup import toolchain as t
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "toolchain"
 

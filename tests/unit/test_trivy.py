@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import ToolError
 from pipeline.tools import proc, trivy
+from pipeline.scan import results
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 IMAGE = "127.0.0.1:5000/app@sha256:" + "a" * 64
@@ -71,7 +72,7 @@ def test_workdir_holds_empty_ignore_and_config_files():
 
 
 def test_parse_recorded_alpine_rootfs_report():
-    r = trivy.parse_report((DATA / "alpine" / "all.json").read_bytes())
+    r = results.parse_report((DATA / "alpine" / "all.json").read_bytes())
     assert r.os == "alpine 3.19.1" and r.artifact_type == "filesystem" and r.eosl
     vulns = {(v.id, v.pkg_name): v for _, v in r.vulnerabilities()}
     musl = vulns[("CVE-2099-0001", "musl")]
@@ -84,7 +85,7 @@ def test_parse_recorded_alpine_rootfs_report():
 
 
 def test_parse_recorded_debian_report_statuses_language_packages_and_secret():
-    r = trivy.parse_report((DATA / "debian" / "all.json").read_text())
+    r = results.parse_report((DATA / "debian" / "all.json").read_text())
     statuses = {v.id: v.status for _, v in r.vulnerabilities()}
     assert statuses["CVE-2099-1002"] == "will_not_fix" and statuses["CVE-2099-1003"] == "fix_deferred"
     assert statuses["CVE-2099-1004"] == "end_of_life" and statuses["CVE-2099-1005"] == "affected"
@@ -96,8 +97,8 @@ def test_parse_recorded_debian_report_statuses_language_packages_and_secret():
 
 
 def test_parse_recorded_image_reports_per_platform():
-    amd = trivy.parse_report((DATA / "image" / "linux-amd64.json").read_bytes())
-    arm = trivy.parse_report((DATA / "image" / "linux-arm64.json").read_bytes())
+    amd = results.parse_report((DATA / "image" / "linux-amd64.json").read_bytes())
+    arm = results.parse_report((DATA / "image" / "linux-arm64.json").read_bytes())
     assert amd.artifact_type == arm.artifact_type == "container_image"
     assert amd.image_id.startswith("sha256:") and amd.repo_digests
     assert "CVE-2099-0001" in {v.id for _, v in arm.vulnerabilities()}
@@ -105,9 +106,9 @@ def test_parse_recorded_image_reports_per_platform():
 
 
 def test_absent_results_and_vulnerabilities_are_normal():
-    r = trivy.parse_report({"SchemaVersion": 2, "ArtifactName": "x", "ArtifactType": "container_image"})
+    r = results.parse_report({"SchemaVersion": 2, "ArtifactName": "x", "ArtifactType": "container_image"})
     assert r.results == () and r.vulnerabilities() == []
-    r = trivy.parse_report({"SchemaVersion": 2, "Results": [{"Target": "t", "Class": "os-pkgs"}]})
+    r = results.parse_report({"SchemaVersion": 2, "Results": [{"Target": "t", "Class": "os-pkgs"}]})
     assert r.results[0].vulnerabilities == ()
 
 
@@ -116,7 +117,7 @@ def test_missing_status_is_unknown_or_fixed_when_a_fix_is_named():
         {"VulnerabilityID": "A", "PkgName": "p", "InstalledVersion": "1", "Severity": "HIGH"},
         {"VulnerabilityID": "B", "PkgName": "p", "InstalledVersion": "1", "FixedVersion": "2", "Severity": ""},
         {"VulnerabilityID": "C", "PkgName": "p", "InstalledVersion": "1", "Status": 5, "Severity": "bogus"}]}]}
-    vulns = [v for _, v in trivy.parse_report(doc).vulnerabilities()]
+    vulns = [v for _, v in results.parse_report(doc).vulnerabilities()]
     assert [(v.status, v.severity) for v in vulns] == [("unknown", "HIGH"), ("fixed", "UNKNOWN"),
                                                        ("will_not_fix", "UNKNOWN")]
 
@@ -130,8 +131,8 @@ def test_missing_status_is_unknown_or_fixed_when_a_fix_is_named():
     (b'{"SchemaVersion": 2, "Results": [{"Vulnerabilities": [{"PkgName": "x"}]}]}', "without VulnerabilityID"),
 ])
 def test_malformed_reports_are_rejected(data, why):
-    with pytest.raises(trivy.ReportError, match=why):
-        trivy.parse_report(data)
+    with pytest.raises(results.ReportError, match=why):
+        results.parse_report(data)
 
 
 # --------------------------------------------------------------------------- DB
@@ -234,15 +235,15 @@ def test_scan_cache_key_is_per_digest_db_and_trivy_version(tmp_path):
     _write_db(tmp_path)
     db = trivy.read_db(str(tmp_path))
     assert db is not None
-    k = trivy.ScanCache.key("sha256:1", db, "0.59.1")
-    assert k == trivy.ScanCache.key("sha256:1", db, "0.59.1")
-    assert k != trivy.ScanCache.key("sha256:2", db, "0.59.1")
-    assert k != trivy.ScanCache.key("sha256:1", db, "0.60.0")
+    k = results.ScanCache.key("sha256:1", db, "0.59.1")
+    assert k == results.ScanCache.key("sha256:1", db, "0.59.1")
+    assert k != results.ScanCache.key("sha256:2", db, "0.59.1")
+    assert k != results.ScanCache.key("sha256:1", db, "0.60.0")
     _write_db(tmp_path, updated="2026-11-02T00:00:00Z")
-    assert k != trivy.ScanCache.key("sha256:1", trivy.read_db(str(tmp_path)), "0.59.1")
+    assert k != results.ScanCache.key("sha256:1", trivy.read_db(str(tmp_path)), "0.59.1")
     same_db_redownloaded = trivy.DBInfo(db.cache_dir, 2, db.updated_at, db.next_update, "later", db.size, "x")
-    assert k == trivy.ScanCache.key("sha256:1", same_db_redownloaded, "0.59.1")
-    cache = trivy.ScanCache(tmp_path / "scans")
+    assert k == results.ScanCache.key("sha256:1", same_db_redownloaded, "0.59.1")
+    cache = results.ScanCache(tmp_path / "scans")
     assert cache.get(k) is None
     cache.put(k, b'{"SchemaVersion": 2}')
     assert cache.get(k) == b'{"SchemaVersion": 2}'

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline import config, verification
+from pipeline import config
+from pipeline.sign import verification
 from pipeline.cli import main
-from pipeline.verification import Check, Report, Target
+from pipeline.sign.verification import Check, Report, Target
 from tests.support.fakeaccess import fake_access
 
 INDEX = "sha256:" + "1" * 64

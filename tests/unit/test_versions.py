@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.versions import (
+from pipeline.metadata.versions import (
     MAX_LENGTH,
     MAX_SAFE_INTEGER,
     Pep440,

@@ -7,8 +7,8 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import yamltext
-from pipeline.yamltext import Comment
+from pipeline.ci_files import yamltext
+from pipeline.ci_files.yamltext import Comment
 
 AMBIGUOUS = ["on", "off", "yes", "No", "TRUE", "null", "~", "y", "1.2", "0o17", "0x1F", "1_000", "1:20", ".inf",
              "2024-01-01", "-x", "a: b", "a #b", "#c", "*ref", "&anchor", "!tag", "%x", "@at", "`tick", "[x]",

@@ -16,7 +16,7 @@ from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PolicyError
 from pipeline.stages.copy import no_tags_reason
-from pipeline.verification import Target, verify
+from pipeline.sign.verification import Target, verify
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline import doublestar, purl
+from pipeline.scan import doublestar
+from pipeline.scan import purl
 from pipeline.errors import ConfigError
-from pipeline.tools.trivy import SEVERITIES, STATUSES, Report
+from pipeline.scan.results import Report
+from pipeline.tools.trivy import SEVERITIES, STATUSES
 
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 UNFIXED = tuple(s for s in STATUSES if s != "fixed")   # what Trivy's --ignore-unfixed ignores

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import keys, log
+from pipeline import log
+from pipeline.sign import keys
 from pipeline.config import Config, RegistryConfig
-from pipeline.registries import Access
+from pipeline.access.registries import Access
 from pipeline.tools import cosign
 from pipeline.tools.registry import INDEX_TYPES, Registry
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import proc, toolchain
+from pipeline.tools import proc
+from pipeline.setup import toolchain
 
 DEFAULT_REPOSITORY = "pipeline/offline-base"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")

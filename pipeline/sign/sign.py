@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline import keys, log
-from pipeline.attachments import SIGNATURE, decide, listing
+from pipeline import log
+from pipeline.sign import keys
+from pipeline.sign.attachments import SIGNATURE, decide, listing
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
-from pipeline.refs import platform_key
-from pipeline.registries import Access
-from pipeline.stages.build import BuildOutput
+from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
+from pipeline.access.registries import Access
+from pipeline.build.build import BuildOutput
 from pipeline.stages.copy import CopyOutput, no_tags_reason
 from pipeline.tools import cosign, trivy
 from pipeline.tools.registry import Registry
@@ -220,8 +221,8 @@ class Sign:
     @staticmethod
     def _check_pair(public_key: str, signer: keys.Signer, runner: cosign.Cosign, work: Path) -> None:
         """A configured public key must belong to the signing key (else every verify would fail after signing)."""
-        ref = cosign.parse_key_ref(public_key, public=True)
-        if signer.key is None or ref.kind != "file" or signer.key.startswith(cosign.KMS_SCHEMES):
+        ref = parse_key_ref(public_key, public=True)
+        if signer.key is None or ref.kind != "file" or signer.key.startswith(KMS_SCHEMES):
             return
         derived = work / "derived.pub"
         runner.public_key(signer.key, str(derived), what="read the public key of sign.key")

@@ -27,11 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import hygiene, keys, log
+from pipeline import log
+from pipeline.hygiene import walker as hygiene
+from pipeline.sign import keys
 from pipeline.config import Config
 from pipeline.errors import ConfigError, InfraError, PipelineError
-from pipeline.registries import Access
-from pipeline.stages import prune
+from pipeline.access.registries import Access
+from pipeline.hygiene import prune
 from pipeline.tools import cosign
 from pipeline.tools.registry import RegistryError
 from pipeline.tools.vendors import VendorError

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import log, yamltext
+from pipeline import log
+from pipeline.ci_files import yamltext
 from pipeline.tools.registry import DOCKER_HUB_HOSTS, DOCKER_HUB_KEY, Credentials
 
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"

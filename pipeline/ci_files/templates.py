@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import yamltext
+from pipeline.ci_files import yamltext
 from pipeline.config import Config, RegistryConfig
-from pipeline.yamltext import Comment
+from pipeline.ci_files.yamltext import Comment
 
 KINDS = ("github", "gitlab", "jenkins")
 DEFAULT_PATHS = {"github": Path(".github/workflows/release.yml"), "gitlab": Path(".gitlab-ci.yml"),

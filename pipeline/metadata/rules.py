@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline import template
-from pipeline.ci import CIInfo
-from pipeline.dates import format_moment, in_zone
-from pipeline.versions import parse_pep440, parse_semver
+from pipeline.metadata import template
+from pipeline.metadata.ci import CIInfo
+from pipeline.metadata.dates import format_moment, in_zone
+from pipeline.metadata.versions import parse_pep440, parse_semver
 
 TYPES = ("schedule", "semver", "pep440", "match", "edge", "ref", "raw", "sha")
 REF_EVENTS = ("branch", "tag", "pr")

@@ -39,7 +39,8 @@ from typing import Any
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import proc, toolchain
+from pipeline.tools import proc
+from pipeline.setup import toolchain
 
 BINARY = "docker-registry"
 IMAGE = "registry:2"

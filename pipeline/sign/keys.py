@@ -32,7 +32,7 @@ from pipeline import log
 from pipeline.config import SignConfig
 from pipeline.errors import ConfigError, InfraError, UsageError
 from pipeline.tools import cosign
-from pipeline.tools.cosign import KeyRef, parse_key_ref
+from pipeline.refs import KeyRef, parse_key_ref
 
 DEV_DIR = ".pipeline"
 PASSWORD_SUFFIX = ".password"

@@ -28,10 +28,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import hygiene, lifecycle, log
+from pipeline import log
+from pipeline.hygiene import walker as hygiene
+from pipeline.hygiene import lifecycle
 from pipeline.config import Config, RegistryConfig
 from pipeline.errors import ConfigError, InfraError
-from pipeline.registries import Access
+from pipeline.access.registries import Access
 from pipeline.tools import vendors
 
 CONCURRENCY = 8

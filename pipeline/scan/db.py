@@ -18,7 +18,7 @@ from pipeline import log
 from pipeline.config import Config, _default_insecure
 from pipeline.errors import ConfigError, InfraError
 from pipeline.refs import RefError, parse
-from pipeline.registries import Access
+from pipeline.access.registries import Access
 from pipeline.retry import RetryPolicy
 from pipeline.tools import trivy
 from pipeline.tools.registry import (

@@ -27,8 +27,8 @@ from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, ToolError
 from pipeline.refs import platform_key
-from pipeline.registries import Access
-from pipeline.stages.tags import TagsOutput
+from pipeline.access.registries import Access
+from pipeline.metadata.tags import TagsOutput
 from pipeline.tools import buildx
 from pipeline.tools.git import Git
 from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError
@@ -206,7 +206,7 @@ class Build:
         ok, why = base_image_reachable(base)
         if ok:
             return None
-        from pipeline.tools.offline_base import ensure_offline_base
+        from pipeline.setup.offline_base import ensure_offline_base
 
         reg, _ = staging_target(ctx)
         access.tool_docker_config()
@@ -254,7 +254,7 @@ class Build:
                             f" it supports {', '.join(info.platforms) or 'nothing listed'} (install"
                             " qemu-user-static for emulation, or use a builder with native nodes)", tool="buildx")
         if len(platforms) > 1:
-            from pipeline.tools.toolchain import engine_info, multi_platform_reason
+            from pipeline.setup.toolchain import engine_info, multi_platform_reason
 
             ok, why = multi_platform_reason(info.driver, engine_info() if info.driver == "docker" else None)
             if not ok:

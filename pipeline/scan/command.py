@@ -11,13 +11,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline import config, log, scandb
+from pipeline import config, log
+from pipeline.scan import db as scandb
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.registries import Access
-from pipeline.scanpolicy import evaluate, load_policy
-from pipeline.scanreport import PlatformResult, table
-from pipeline.tools import trivy
+from pipeline.access.registries import Access
+from pipeline.scan.policy import evaluate, load_policy
+from pipeline.scan.reports import PlatformResult, table
+from pipeline.scan import results
 
 
 def load_for_report(path: str | None, env: Mapping[str, str]) -> config.ScanConfig:
@@ -36,8 +37,8 @@ def judge_report(report_path: str, scan_cfg: config.ScanConfig,
     except OSError as exc:
         raise ConfigError(f"--report {report_path}: cannot read: {exc.strerror}") from None
     try:
-        report = trivy.parse_report(data)
-    except trivy.ReportError as exc:
+        report = results.parse_report(data)
+    except results.ReportError as exc:
         raise ConfigError(f"--report {report_path}: {exc}") from None
     logger = log.get(stage="scan")
     policy = load_policy(scan_cfg, warn=lambda m: logger.warning("trivyignore.line_skipped", detail=m))

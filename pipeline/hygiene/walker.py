@@ -41,8 +41,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline import lifecycle, log
-from pipeline.attachments import SIMPLE_SIGNING, is_attachment_tag, parse_attestation_manifest, parse_referrers
+from pipeline import log
+from pipeline.hygiene import lifecycle
+from pipeline.sign.attachments import SIMPLE_SIGNING, is_attachment_tag, parse_attestation_manifest, parse_referrers
 from pipeline.errors import InfraError
 from pipeline.tools.registry import INDEX_TYPES, NotFound, Registry, RegistryError
 from pipeline.tools.vendors import VendorImage, parse_time

@@ -15,14 +15,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline import log, scandb
+from pipeline import log
+from pipeline.scan import db as scandb
 from pipeline.context import Context
 from pipeline.errors import PolicyError, ToolError
-from pipeline.registries import Access
-from pipeline.scanpolicy import Policy, evaluate, load_policy
-from pipeline.scanreport import PlatformResult, failure_message, markdown, table, write_all
-from pipeline.stages.build import BuildOutput
+from pipeline.access.registries import Access
+from pipeline.scan.policy import Policy, evaluate, load_policy
+from pipeline.scan.reports import PlatformResult, failure_message, markdown, table, write_all
+from pipeline.build.build import BuildOutput
 from pipeline.tools import trivy
+from pipeline.scan.results import ReportError, ScanCache, parse_report
 
 
 @dataclass(frozen=True)
@@ -111,13 +113,13 @@ class Scan:
             reg = cfg.registry(build.registry)
             tool_env = access.tool_env()
             version = trivy.version()
-            cache = trivy.ScanCache(Path(db.cache_dir) / "pipeline-scans")
+            cache = ScanCache(Path(db.cache_dir) / "pipeline-scans")
             now = today()
             results: list[PlatformResult] = []
             raw: dict[str, bytes] = {}
             for platform, digest in build.platforms.items():
                 image = f"{reg.host}/{build.repository}@{digest}"
-                key = trivy.ScanCache.key(digest, db, version, scanners)
+                key = ScanCache.key(digest, db, version, scanners)
                 data = cache.get(key)
                 cached = data is not None
                 if data is None:
@@ -130,8 +132,8 @@ class Scan:
                 else:
                     logger.info("image.scan_reused", platform=platform, image=image, db=db.updated_at)
                 try:
-                    report = trivy.parse_report(data)
-                except trivy.ReportError as exc:
+                    report = parse_report(data)
+                except ReportError as exc:
                     raise ToolError(f"trivy scan of {image}: unreadable report ({exc})", tool="trivy") from None
                 verdict = evaluate(report, policy, now)
                 logger.info("image.scanned", platform=platform, verdict=verdict.verdict,

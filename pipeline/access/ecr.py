@@ -230,7 +230,7 @@ def ensure(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None 
     results: list[RepositoryResult] = []
     logger = log.get()
     for reg in regs:
-        from pipeline.registries import ecr_region
+        from pipeline.access.registries import ecr_region
 
         client = make(ecr_region(reg, env), env)
         account = reg.ecr_account

@@ -18,8 +18,9 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.refs import platform_key
-from pipeline.scanpolicy import Finding, Suppressed, Verdict, findings
-from pipeline.tools.trivy import SEVERITIES, Report, Vulnerability
+from pipeline.scan.policy import Finding, Suppressed, Verdict, findings
+from pipeline.scan.results import Report, Vulnerability
+from pipeline.tools.trivy import SEVERITIES
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 GITLAB_VERSION = "15.0.7"

@@ -178,7 +178,7 @@ class Access:
 
 def serve_local(config: Config) -> list[str]:
     """Start the local registries marked ``serve = true`` when nothing listens at their address."""
-    from pipeline.tools import localregistry
+    from pipeline.setup import localregistry
 
     started: list[str] = []
     for reg in config.registries:
