@@ -422,14 +422,14 @@ def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
     from datetime import datetime, timezone
 
     from pipeline.access.registries import serve_local
-    from pipeline.hygiene import prune
+    from pipeline.hygiene import lifecycle, prune
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
     cfg = config.load(cfg_path, env)
     if args.emit_ecr_policy:
         if args.apply:
             raise UsageError("pipeline prune: --emit-ecr-policy writes the policy and stops; drop --apply")
-        policy = cfg.lifecycle.policy(str(cfg_path))
+        policy = lifecycle.policy(cfg.lifecycle, str(cfg_path))
         document = policy.ecr_json()
         if cfg.lifecycle.keep_candidates:
             log.get().warning("policy.builtin_left_out", rule="staging candidates",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      field_validator, model_validator)
 
 from pipeline.errors import ConfigError
 from pipeline.refs import ENV_NAME, RefError, parse_key_ref
@@ -349,14 +350,261 @@ class VerifyConfig(Section):
     enabled: bool = True
 
 
+# --------------------------------------------------------------------------- ECR lifecycle rules (the schema)
+#
+# The [lifecycle] rules are ECR lifecycle policy rules, with ECR's camelCase keys, and the
+# same models validate a policy_file (an ECR JSON document). Every check happens at load, in
+# ECR's own words (specs/lifecycle.md §1.1); pipeline/hygiene/lifecycle.py builds the policy
+# from these models and evaluates it.
+
+ECR_TAG_STATUSES = ("tagged", "untagged", "any")
+ECR_COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed")
+ECR_ARCHIVE_COUNT_TYPES = ("sinceImagePulled", "sinceImageTransitioned")
+ECR_MAX_WILDCARDS = 4
+ECR_RULE_KEYS = ("rulePriority", "description", "selection", "action")
+ECR_SELECTION_KEYS = ("tagStatus", "tagPrefixList", "tagPatternList", "storageClass", "countType", "countUnit",
+                      "countNumber")
+ECR_ACTION_KEYS = ("type", "targetStorageClass")
+
+
+class At(ValueError):
+    """A validation error below the field being validated: ``where`` (``.countType``, ``[1].rulePriority``,
+    ``registryId``) is appended to the field's location in the message, and ``{here}`` in the message
+    becomes that field's location (so one rule can name another: ``lifecycle.rules[0]``)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str = "") -> None:
+    for key in data:
+        if key not in allowed:
+            raise At(f"{where}.{key}", f"unknown property (ECR accepts {', '.join(allowed)})")
+
+
+def _string_list(value: Any, where: str) -> None:
+    if not isinstance(value, list) or not value:
+        raise At(where, "must be a non-empty list of strings")
+    for i, s in enumerate(value):
+        if not isinstance(s, str) or not s:
+            raise At(f"{where}[{i}]", "must be a non-empty string")
+    if len(set(value)) != len(value):
+        raise At(where, "lists the same value twice")
+
+
+class _Ecr(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EcrSelection(_Ecr):
+    tagStatus: Literal["tagged", "untagged", "any"]
+    tagPrefixList: tuple[str, ...] = ()
+    tagPatternList: tuple[str, ...] = ()
+    storageClass: Literal["standard"] = "standard"
+    countType: Literal["imageCountMoreThan", "sinceImagePushed"]
+    countUnit: Literal["days"] | None = None
+    countNumber: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ecr(cls, sel: Any) -> Any:
+        if not isinstance(sel, Mapping):
+            raise At("", "must be an object")
+        _unknown_keys(sel, ECR_SELECTION_KEYS)
+        status = sel.get("tagStatus")
+        if status is None:
+            raise At(".tagStatus", "required (tagged, untagged or any)")
+        if status not in ECR_TAG_STATUSES:
+            raise At(".tagStatus", f"{status!r} is not one of tagged, untagged, any")
+        has_prefix, has_pattern = "tagPrefixList" in sel, "tagPatternList" in sel
+        if status == "tagged":
+            if has_prefix and has_pattern:
+                raise At("", "tagPrefixList and tagPatternList cannot both be specified in one rule")
+            if not has_prefix and not has_pattern:
+                raise At("", "tagStatus tagged needs a tagPrefixList or a tagPatternList")
+            if has_prefix:
+                _string_list(sel["tagPrefixList"], ".tagPrefixList")
+            else:
+                _string_list(sel["tagPatternList"], ".tagPatternList")
+                for i, p in enumerate(sel["tagPatternList"]):
+                    if p.count("*") > ECR_MAX_WILDCARDS:
+                        raise At(f".tagPatternList[{i}]", f"{p!r} has {p.count('*')} wildcards; at most"
+                                 f" {ECR_MAX_WILDCARDS} '*' per pattern")
+        else:
+            for key in ("tagPrefixList", "tagPatternList"):
+                if key in sel:
+                    raise At(f".{key}", f"only allowed with tagStatus tagged (this rule is {status})")
+        if "storageClass" in sel and sel["storageClass"] != "standard":
+            raise At(".storageClass", f"{sel['storageClass']!r}: only standard is supported (the archive"
+                     " storage class exists only in ECR)")
+        count_type = sel.get("countType")
+        if count_type is None:
+            raise At(".countType", "required (imageCountMoreThan or sinceImagePushed)")
+        if count_type in ECR_ARCHIVE_COUNT_TYPES:
+            raise At(".countType", f"{count_type} needs ECR's pull/archive records; other registries"
+                     " support imageCountMoreThan and sinceImagePushed")
+        if count_type not in ECR_COUNT_TYPES:
+            raise At(".countType", f"{count_type!r} is not one of imageCountMoreThan, sinceImagePushed")
+        unit = sel.get("countUnit")
+        if count_type == "sinceImagePushed":
+            if unit is None:
+                raise At(".countUnit", "required with countType sinceImagePushed (\"days\")")
+            if unit != "days":
+                raise At(".countUnit", f"{unit!r} is not a valid unit (only \"days\")")
+        elif unit is not None:
+            raise At(".countUnit", "not allowed with countType imageCountMoreThan (only with sinceImagePushed)")
+        if "countNumber" not in sel:
+            raise At(".countNumber", "required (a positive integer)")
+        number = sel["countNumber"]
+        if not _is_int(number) or number < 1:
+            raise At(".countNumber", f"{number!r} is not a positive integer (0 is not accepted)")
+        return sel
+
+
+class EcrAction(_Ecr):
+    type: Literal["expire"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ecr(cls, action: Any) -> Any:
+        if not isinstance(action, Mapping):
+            raise At("", "must be an object ({\"type\": \"expire\"})")
+        _unknown_keys(action, ECR_ACTION_KEYS)
+        kind = action.get("type")
+        if kind is None:
+            raise At(".type", "required (expire)")
+        if kind == "transition":
+            raise At(".type", "transition (to ECR's archive storage class) is not supported on other registries;"
+                     " use expire")
+        if kind != "expire":
+            raise At(".type", f"{kind!r} is not a valid action (expire)")
+        if "targetStorageClass" in action:
+            raise At(".targetStorageClass", "only with action type transition")
+        return action
+
+
+class EcrRule(_Ecr):
+    rulePriority: int
+    description: str = ""
+    selection: EcrSelection
+    action: EcrAction | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ecr(cls, rule: Any) -> Any:
+        if not isinstance(rule, Mapping):
+            raise At("", "a rule must be an object with rulePriority, selection and action")
+        _unknown_keys(rule, ECR_RULE_KEYS)
+        if "rulePriority" not in rule:
+            raise At(".rulePriority", "required (a unique integer; rules apply lowest first)")
+        priority = rule["rulePriority"]
+        if not _is_int(priority) or priority < 1:
+            raise At(".rulePriority", f"{priority!r} is not a positive integer")
+        if not isinstance(rule.get("description", ""), str):
+            raise At(".description", "must be a string")
+        if rule.get("selection") is None:
+            raise At(".selection", "required")
+        return rule
+
+    @model_validator(mode="after")
+    def _action(self) -> EcrRule:
+        if self.action is None:
+            raise At(".action", "required ({\"type\": \"expire\"})")
+        return self
+
+
+def _rule_list(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise At("", "must be a list of rules")
+    return value
+
+
+def _rule_set(rules: list[EcrRule]) -> list[EcrRule]:
+    """ECR's checks across the rules of one policy."""
+    seen: dict[int, int] = {}
+    for i, r in enumerate(rules):
+        if r.rulePriority in seen:
+            raise At(f"[{i}].rulePriority", f"{r.rulePriority} is used by {{here}}[{seen[r.rulePriority]}] too;"
+                     " priorities must be unique")
+        seen[r.rulePriority] = i
+    anys = [i for i, r in enumerate(rules) if r.selection.tagStatus == "any"]
+    if len(anys) > 1:
+        raise At(f"[{anys[1]}].selection.tagStatus", "only one rule may have tagStatus any")
+    if anys:
+        top = max(r.rulePriority for r in rules)
+        if rules[anys[0]].rulePriority != top:
+            raise At(f"[{anys[0]}].rulePriority", f"{rules[anys[0]].rulePriority}: a rule with tagStatus any must"
+                     f" have the highest rulePriority (another rule has {top})")
+    untagged = [i for i, r in enumerate(rules) if r.selection.tagStatus == "untagged"]
+    if len(untagged) > 1:
+        raise At(f"[{untagged[1]}].selection.tagStatus", "only one rule may select untagged images")
+    filters: dict[tuple[str, frozenset[str]], int] = {}
+    for i, r in enumerate(rules):
+        sel = r.selection
+        if sel.tagStatus != "tagged":
+            continue
+        key = ("prefix", frozenset(sel.tagPrefixList)) if sel.tagPrefixList else ("pattern",
+                                                                                   frozenset(sel.tagPatternList))
+        if key in filters:
+            raise At(f"[{i}].selection", f"selects the same tags as {{here}}[{filters[key]}]; the set of rules must"
+                     " contain a unique set of tag prefixes")
+        filters[key] = i
+    return rules
+
+
+#: A list of ECR rules, validated one by one and then together, as ECR does.
+EcrRules = Annotated[list[EcrRule], BeforeValidator(_rule_list), AfterValidator(_rule_set)]
+
+
+class EcrPolicyDocument(_Ecr):
+    """An ECR lifecycle policy document: ``{"rules": [...]}`` and nothing else."""
+
+    rules: EcrRules
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ecr(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise At("", "an ECR lifecycle policy is an object {\"rules\": [...]}")
+        for key in data:
+            if key != "rules":
+                raise At(str(key), "unknown property (an ECR lifecycle policy has only \"rules\")")
+        if "rules" not in data:
+            raise At("rules", "required")
+        return data
+
+
+def validate_ecr_rules(rules: Any, *, source: str, where: str = "rules") -> list[EcrRule]:
+    """ECR rules given as data (TOML tables or JSON): the validated models, or ConfigError
+    ``source: where[i].field: message``."""
+    try:
+        return _ECR_RULES.validate_python(rules)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc, source, prefix=where)) from None
+
+
+def validate_ecr_document(data: Any, *, source: str) -> EcrPolicyDocument:
+    """An ECR lifecycle policy document, already parsed from JSON."""
+    try:
+        return EcrPolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc, source)) from None
+
+
+_ECR_RULES: TypeAdapter[list[EcrRule]] = TypeAdapter(EcrRules)
 AGE_SOURCES = ("release", "registry", "annotation", "created")
 
 
 class LifecycleConfig(Section):
-    """ECR lifecycle rules for ``pipeline prune`` / ``inventory`` (pipeline/lifecycle.py has the semantics)."""
+    """ECR lifecycle rules for ``pipeline prune`` / ``inventory`` (pipeline/hygiene/lifecycle.py evaluates them)."""
 
     enabled: bool = Field(default=False, description="let 'pipeline prune --apply' delete (previews always work)")
-    rules: list[dict[str, Any]] = Field(default_factory=list, description="ECR rules, same keys as the ECR JSON")
+    rules: EcrRules = Field(default_factory=list, description="ECR rules, same keys as the ECR JSON")
     policy_file: str | None = Field(default=None, description="an ECR lifecycle policy JSON document instead of rules")
     keep_candidates: int = Field(default=10, ge=0, description="staging: keep the newest N candidate-only images"
                                  " (0: no built-in candidate rule)")
@@ -377,19 +625,6 @@ class LifecycleConfig(Section):
         if len(set(self.age_sources)) != len(self.age_sources):
             raise ValueError("age_sources lists a source twice")
         return self
-
-    def policy(self, source: str = "config") -> Any:
-        """The validated policy (pipeline.lifecycle.Policy): the TOML rules or the JSON policy file."""
-        from pipeline.hygiene import lifecycle
-
-        if self.policy_file:
-            path = Path(self.policy_file)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{source}: lifecycle.policy_file: cannot read {path}: {exc.strerror}") from None
-            return lifecycle.parse_json(text, source=str(path))
-        return lifecycle.parse_rules(list(self.rules), source=source, where="lifecycle.rules")
 
 
 AWS_PRINCIPAL = re.compile(r"^(\d{12}|arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+))$")
@@ -576,6 +811,31 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _message(exc: ValidationError, source: str, *, prefix: str = "") -> str:
+    """``source: field.path: message`` for the first problem pydantic found (and how many more)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = _loc(tuple(err["loc"]))
+    if prefix:
+        loc = prefix + (loc if loc.startswith("[") or not loc else "." + loc)
+    msg = err["msg"]
+    below = (err.get("ctx") or {}).get("error")
+    if isinstance(below, At):
+        msg = msg.replace("{here}", loc)
+    if isinstance(below, At) and below.where:
+        where = below.where
+        loc = loc + where if where.startswith((".", "[")) or not loc else f"{loc}.{where}"
+        loc = loc.lstrip(".")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see README's config reference)"
+    elif err["type"] == "missing":
+        msg = "required"
+    msg = msg.removeprefix("Value error, ")
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc or '(top level)'}: {msg}{suffix}"
+
+
 def _find_secrets(data: Any, loc: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
     if isinstance(data, dict):
         for key, value in data.items():
@@ -623,17 +883,7 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
     try:
         cfg = Config.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = _loc(tuple(err["loc"]))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see README's config reference)"
-        elif err["type"] == "missing":
-            msg = "required"
-        msg = msg.removeprefix("Value error, ")
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{source}: {loc or '(top level)'}: {msg}{suffix}") from None
+        raise ConfigError(_message(exc, source)) from None
     problems = _validate_tag_lines(cfg)
     if problems:
         where, message = problems[0]
@@ -643,7 +893,8 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
 
 
 def _validate_lifecycle(cfg: Config, source: str) -> None:
-    """ECR's own checks on [lifecycle] rules (the policy_file is checked when prune reads it)."""
+    """[lifecycle] names only configured registries (the rules are checked by their models; the policy_file
+    when prune or inventory reads it)."""
     names = [r.name for r in cfg.registries]
     for i, name in enumerate(cfg.lifecycle.registries):
         if name not in names:
@@ -652,8 +903,6 @@ def _validate_lifecycle(cfg: Config, source: str) -> None:
     for name in cfg.lifecycle.registry_api:
         if name not in names:
             raise ConfigError(f"{source}: lifecycle.registry_api.{name}: not the name of a [[registries]] entry")
-    if not cfg.lifecycle.policy_file:
-        cfg.lifecycle.policy(source)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

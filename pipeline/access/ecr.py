@@ -20,6 +20,7 @@ from typing import Any
 from pipeline import log
 from pipeline.config import Config, EcrConfig, RegistryConfig
 from pipeline.errors import ConfigError
+from pipeline.hygiene import lifecycle
 
 PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 PUSH_ACTIONS = ("ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart")
@@ -127,7 +128,7 @@ def lifecycle_document(cfg: Config, source: str = "config") -> dict[str, Any] | 
     """The ECR lifecycle policy from ``[lifecycle]`` (rules or policy_file), or ``None`` without rules."""
     if not cfg.ecr.lifecycle_policy or not (cfg.lifecycle.rules or cfg.lifecycle.policy_file):
         return None
-    document: dict[str, Any] = cfg.lifecycle.policy(source).to_ecr()
+    document: dict[str, Any] = lifecycle.policy(cfg.lifecycle, source).to_ecr()
     return document if document.get("rules") else None
 
 

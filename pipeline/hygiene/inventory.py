@@ -33,7 +33,7 @@ from pipeline.sign import keys
 from pipeline.config import Config
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.access.registries import Access
-from pipeline.hygiene import prune
+from pipeline.hygiene import lifecycle, prune
 from pipeline.tools import cosign
 from pipeline.tools.registry import RegistryError
 from pipeline.tools.vendors import VendorError
@@ -178,7 +178,7 @@ def _has_signature(atts: Sequence[hygiene.Attachment], digest: str) -> bool:
 def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequence[str] = (),
             source: str = "config", workdir: Path | None = None) -> Inventory:
     """Walk every configured registry; a registry that cannot be read is reported in its section."""
-    base = config.lifecycle.policy(source)
+    base = lifecycle.policy(config.lifecycle, source)
     logger = log.get("inventory")
     sections: dict[str, RegistrySection] = {}
     checks: list[tuple[Entry, str]] = []   # (entry, reference to verify)

@@ -1,12 +1,10 @@
-"""ECR lifecycle policies, pure: schema, validation as ECR does it, and evaluation with ECR's semantics.
+"""ECR lifecycle policies, pure: the policy built from the config's rules, and evaluation with ECR's semantics.
 
 A policy is the ECR document (``{"rules": [...]}``), written in TOML under ``[lifecycle]``
 (``[[lifecycle.rules]]`` with the same camelCase keys) or kept as the ECR JSON file itself
-(``lifecycle.policy_file``). The portable subset of ECR's schema is supported
-(specs/lifecycle.md §1.1): ``rulePriority``, ``description``, ``selection.tagStatus``
-(tagged | untagged | any), ``tagPrefixList``, ``tagPatternList`` (``*`` wildcards),
-``countType`` (imageCountMoreThan | sinceImagePushed), ``countUnit`` (days), ``countNumber``,
-``action.type`` (expire). The archive storage class parts are refused with a sentence.
+(``lifecycle.policy_file``). The schema, the portable subset of ECR's with ECR's validation
+(specs/lifecycle.md §1.1), is configuration: ``pipeline.config.EcrRule`` and friends. Here the
+validated rules become :class:`Rule` objects that select, count and expire.
 
 Evaluation is ECR's claim model (specs/lifecycle.md §1.3–1.4):
 
@@ -28,21 +26,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from pipeline.config import EcrRule, LifecycleConfig, validate_ecr_document, validate_ecr_rules
 from pipeline.errors import ConfigError
 
-TAG_STATUSES = ("tagged", "untagged", "any")
-COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed")
-ARCHIVE_COUNT_TYPES = ("sinceImagePulled", "sinceImageTransitioned")
-MAX_WILDCARDS = 4
-RULE_KEYS = ("rulePriority", "description", "selection", "action")
-SELECTION_KEYS = ("tagStatus", "tagPrefixList", "tagPatternList", "storageClass", "countType", "countUnit",
-                  "countNumber")
-ACTION_KEYS = ("type", "targetStorageClass")
 
 
 # --------------------------------------------------------------------------- the model
@@ -235,177 +227,41 @@ def _compile(rx: str) -> re.Pattern[str]:
     return found
 
 
-# --------------------------------------------------------------------------- validation (as ECR does it)
+# --------------------------------------------------------------------------- from the config's models
 
 
-class _Invalid(Exception):
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(message)
-        self.where = where
-        self.message = message
+def rule_of(model: EcrRule) -> Rule:
+    """The evaluable rule for one validated ECR rule (pipeline.config.EcrRule)."""
+    sel = model.selection
+    return Rule(model.rulePriority, sel.tagStatus, sel.countType, sel.countNumber, model.description,
+                tuple(sel.tagPrefixList), tuple(sel.tagPatternList), sel.countUnit)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _policy(models: Sequence[EcrRule]) -> Policy:
+    return Policy(tuple(rule_of(m) for m in models))
 
 
-def _string_list(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise _Invalid(where, "must be a non-empty list of strings")
-    for i, s in enumerate(value):
-        if not isinstance(s, str) or not s:
-            raise _Invalid(f"{where}[{i}]", "must be a non-empty string")
-    if len(set(value)) != len(value):
-        raise _Invalid(where, "lists the same value twice")
-    return tuple(value)
-
-
-def _unknown_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise _Invalid(f"{where}.{key}" if where else str(key),
-                           f"unknown property (ECR accepts {', '.join(allowed)})")
-
-
-def _rule(data: Any, where: str) -> Rule:
-    if not isinstance(data, Mapping):
-        raise _Invalid(where, "a rule must be an object with rulePriority, selection and action")
-    _unknown_keys(data, RULE_KEYS, where)
-    if "rulePriority" not in data:
-        raise _Invalid(f"{where}.rulePriority", "required (a unique integer; rules apply lowest first)")
-    priority = data["rulePriority"]
-    if not _is_int(priority) or priority < 1:
-        raise _Invalid(f"{where}.rulePriority", f"{priority!r} is not a positive integer")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise _Invalid(f"{where}.description", "must be a string")
-    sel = data.get("selection")
-    if sel is None:
-        raise _Invalid(f"{where}.selection", "required")
-    if not isinstance(sel, Mapping):
-        raise _Invalid(f"{where}.selection", "must be an object")
-    w = f"{where}.selection"
-    _unknown_keys(sel, SELECTION_KEYS, w)
-    status = sel.get("tagStatus")
-    if status is None:
-        raise _Invalid(f"{w}.tagStatus", "required (tagged, untagged or any)")
-    if status not in TAG_STATUSES:
-        raise _Invalid(f"{w}.tagStatus", f"{status!r} is not one of tagged, untagged, any")
-    has_prefix, has_pattern = "tagPrefixList" in sel, "tagPatternList" in sel
-    prefixes: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-    if status == "tagged":
-        if has_prefix and has_pattern:
-            raise _Invalid(w, "tagPrefixList and tagPatternList cannot both be specified in one rule")
-        if not has_prefix and not has_pattern:
-            raise _Invalid(w, "tagStatus tagged needs a tagPrefixList or a tagPatternList")
-        if has_prefix:
-            prefixes = _string_list(sel["tagPrefixList"], f"{w}.tagPrefixList")
-        else:
-            patterns = _string_list(sel["tagPatternList"], f"{w}.tagPatternList")
-            for i, p in enumerate(patterns):
-                if p.count("*") > MAX_WILDCARDS:
-                    raise _Invalid(f"{w}.tagPatternList[{i}]",
-                                   f"{p!r} has {p.count('*')} wildcards; at most {MAX_WILDCARDS} '*' per pattern")
-    else:
-        for key in ("tagPrefixList", "tagPatternList"):
-            if key in sel:
-                raise _Invalid(f"{w}.{key}", f"only allowed with tagStatus tagged (this rule is {status})")
-    if "storageClass" in sel and sel["storageClass"] != "standard":
-        raise _Invalid(f"{w}.storageClass", f"{sel['storageClass']!r}: only standard is supported (the archive"
-                       " storage class exists only in ECR)")
-    count_type = sel.get("countType")
-    if count_type is None:
-        raise _Invalid(f"{w}.countType", "required (imageCountMoreThan or sinceImagePushed)")
-    if count_type in ARCHIVE_COUNT_TYPES:
-        raise _Invalid(f"{w}.countType", f"{count_type} needs ECR's pull/archive records; other registries"
-                       " support imageCountMoreThan and sinceImagePushed")
-    if count_type not in COUNT_TYPES:
-        raise _Invalid(f"{w}.countType", f"{count_type!r} is not one of imageCountMoreThan, sinceImagePushed")
-    unit = sel.get("countUnit")
-    if count_type == "sinceImagePushed":
-        if unit is None:
-            raise _Invalid(f"{w}.countUnit", "required with countType sinceImagePushed (\"days\")")
-        if unit != "days":
-            raise _Invalid(f"{w}.countUnit", f"{unit!r} is not a valid unit (only \"days\")")
-    elif unit is not None:
-        raise _Invalid(f"{w}.countUnit", "not allowed with countType imageCountMoreThan (only with"
-                       " sinceImagePushed)")
-    if "countNumber" not in sel:
-        raise _Invalid(f"{w}.countNumber", "required (a positive integer)")
-    number = sel["countNumber"]
-    if not _is_int(number) or number < 1:
-        raise _Invalid(f"{w}.countNumber", f"{number!r} is not a positive integer (0 is not accepted)")
-    action = data.get("action")
-    if action is None:
-        raise _Invalid(f"{where}.action", "required ({\"type\": \"expire\"})")
-    if not isinstance(action, Mapping):
-        raise _Invalid(f"{where}.action", "must be an object ({\"type\": \"expire\"})")
-    _unknown_keys(action, ACTION_KEYS, f"{where}.action")
-    kind = action.get("type")
-    if kind is None:
-        raise _Invalid(f"{where}.action.type", "required (expire)")
-    if kind == "transition":
-        raise _Invalid(f"{where}.action.type", "transition (to ECR's archive storage class) is not supported"
-                       " on other registries; use expire")
-    if kind != "expire":
-        raise _Invalid(f"{where}.action.type", f"{kind!r} is not a valid action (expire)")
-    if "targetStorageClass" in action:
-        raise _Invalid(f"{where}.action.targetStorageClass", "only with action type transition")
-    return Rule(priority, status, count_type, number, description, prefixes, patterns, unit)
-
-
-def _policy_checks(rules: Sequence[tuple[Rule, str]]) -> None:
-    seen: dict[int, str] = {}
-    for rule, where in rules:
-        if rule.priority in seen:
-            raise _Invalid(f"{where}.rulePriority", f"{rule.priority} is used by {seen[rule.priority]} too;"
-                           " priorities must be unique")
-        seen[rule.priority] = where
-    anys = [(r, w) for r, w in rules if r.tag_status == "any"]
-    if len(anys) > 1:
-        raise _Invalid(f"{anys[1][1]}.selection.tagStatus", "only one rule may have tagStatus any")
-    if anys:
-        top = max(r.priority for r, _ in rules)
-        if anys[0][0].priority != top:
-            raise _Invalid(f"{anys[0][1]}.rulePriority", f"{anys[0][0].priority}: a rule with tagStatus any must"
-                           f" have the highest rulePriority (another rule has {top})")
-    untagged = [(r, w) for r, w in rules if r.tag_status == "untagged"]
-    if len(untagged) > 1:
-        raise _Invalid(f"{untagged[1][1]}.selection.tagStatus", "only one rule may select untagged images")
-    filters: dict[tuple[str, frozenset[str]], str] = {}
-    for rule, where in rules:
-        if rule.tag_status != "tagged":
-            continue
-        key = ("prefix", frozenset(rule.prefixes)) if rule.prefixes else ("pattern", frozenset(rule.patterns))
-        if key in filters:
-            raise _Invalid(f"{where}.selection", f"selects the same tags as {filters[key]}; the set of rules must"
-                           " contain a unique set of tag prefixes")
-        filters[key] = where
+def policy(config: LifecycleConfig, source: str = "config") -> Policy:
+    """The [lifecycle] policy: its rules (validated when the config was loaded), or the ECR JSON
+    document ``policy_file`` names (validated now, errors naming that file)."""
+    if config.policy_file:
+        path = Path(config.policy_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: lifecycle.policy_file: cannot read {path}: {exc.strerror}") from None
+        return parse_json(text, source=str(path))
+    return _policy(config.rules)
 
 
 def parse_rules(rules: Any, *, source: str, where: str = "rules") -> Policy:
-    """Validate a list of ECR rules. Raises ConfigError ``source: where[i].field: message``."""
-    try:
-        if not isinstance(rules, list):
-            raise _Invalid(where, "must be a list of rules")
-        parsed = [(_rule(r, f"{where}[{i}]"), f"{where}[{i}]") for i, r in enumerate(rules)]
-        _policy_checks(parsed)
-    except _Invalid as exc:
-        raise ConfigError(f"{source}: {exc.where}: {exc.message}") from None
-    return Policy(tuple(r for r, _ in parsed))
+    """ECR rules as data. Raises ConfigError ``source: where[i].field: message``."""
+    return _policy(validate_ecr_rules(rules, source=source, where=where))
 
 
 def parse_document(data: Any, *, source: str) -> Policy:
     """An ECR lifecycle policy document (``{"rules": [...]}``), already parsed from JSON."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: (top level): an ECR lifecycle policy is an object {{\"rules\": [...]}}")
-    for key in data:
-        if key != "rules":
-            raise ConfigError(f"{source}: {key}: unknown property (an ECR lifecycle policy has only \"rules\")")
-    if "rules" not in data:
-        raise ConfigError(f"{source}: rules: required")
-    return parse_rules(data["rules"], source=source, where="rules")
+    return _policy(validate_ecr_document(data, source=source).rules)
 
 
 def parse_json(text: str, *, source: str) -> Policy:

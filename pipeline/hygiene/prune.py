@@ -193,7 +193,7 @@ def run(config: Config, env: Mapping[str, str], *, now: datetime, apply: bool = 
     if apply and not config.lifecycle.enabled:
         raise ConfigError(f"{source}: lifecycle.enabled: false, so prune only previews; set [lifecycle] enabled ="
                           " true to let 'prune --apply' delete")
-    base = config.lifecycle.policy(source)
+    base = lifecycle.policy(config.lifecycle, source)
     logger = log.get("prune")
     backends: dict[str, Any] = {}
     with Access(config, env) as access:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.hygiene import lifecycle
 from pipeline import config
 from pipeline.errors import EXIT_USAGE, ConfigError
 
@@ -231,7 +232,7 @@ action = { type = "expire" }
 
 def test_lifecycle_rules_in_toml_use_the_ecr_schema(tmp_path):
     cfg = load_text(tmp_path, MINIMAL + LIFECYCLE_OK)
-    policy = cfg.lifecycle.policy()
+    policy = lifecycle.policy(cfg.lifecycle)
     assert [r.priority for r in policy.rules] == [1, 2]
     assert policy.to_ecr()["rules"][0]["selection"]["tagPatternList"] == ["v*"]
     assert cfg.lifecycle.keep_candidates == 10 and cfg.lifecycle.age_sources[0] == "release"
@@ -257,12 +258,12 @@ def test_lifecycle_policy_file_errors_name_the_json_file(tmp_path, monkeypatch):
                                        ' "action": {"type": "expire"}}]}')
     cfg = load_text(tmp_path, MINIMAL + '[lifecycle]\npolicy_file = "ecr.json"\n')  # read when used
     with pytest.raises(ConfigError) as exc:
-        cfg.lifecycle.policy(str(tmp_path / "pipeline.toml"))
+        lifecycle.policy(cfg.lifecycle, str(tmp_path / "pipeline.toml"))
     assert str(exc.value).startswith("ecr.json: rules[0].selection.countUnit: not allowed with countType")
     assert exc.value.exit_code == EXIT_USAGE
     (tmp_path / "ecr.json").unlink()
     with pytest.raises(ConfigError, match="lifecycle.policy_file: cannot read ecr.json"):
-        cfg.lifecycle.policy(str(tmp_path / "pipeline.toml"))
+        lifecycle.policy(cfg.lifecycle, str(tmp_path / "pipeline.toml"))
 
 
 def test_lifecycle_rules_and_policy_file_are_exclusive(tmp_path):
