@@ -236,14 +236,15 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
 
 
 def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None) -> int:
-    from pipeline.plan import RELEASE, Runner
+    from pipeline import crashpoint
     from pipeline.access.registries import serve_local
+    from pipeline.plan import RELEASE, Runner
     from pipeline.report import release_manifest, text_summary
 
     ctx = make_context(args, env)
     serve_local(ctx.config)
     stages = RELEASE if names is None else tuple(s for s in RELEASE if s.name in names)
-    results = Runner(ctx, crash_after=env.get("PIPELINE_CRASH_AFTER") or None).run(stages)
+    results = Runner(ctx, after_stage=crashpoint.from_env(env)).run(stages)
     failed = [r for r in results if r.status == "failed"]
     data = release_manifest(ctx, results)
     _emit(data, args.format, lambda: text_summary(data), out)

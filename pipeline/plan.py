@@ -7,9 +7,8 @@ from the code that runs, never from a separate dry-run path.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,12 +71,10 @@ class Runner:
 
     stop_on_failure: ClassVar[bool] = True
 
-    def __init__(self, ctx: Context, *, crash_after: str | None = None) -> None:
+    def __init__(self, ctx: Context, *, after_stage: Callable[[str], None] | None = None) -> None:
         self.ctx = ctx
         self.results: list[StageResult] = []
-        # Fault injection for crash tests (PIPELINE_CRASH_AFTER): the process is killed
-        # outright after this stage, as a power cut or an OOM kill would.
-        self.crash_after = crash_after
+        self.after_stage = after_stage   # called with each stage's name once it ran (pipeline.crashpoint)
 
     def run(self, stages: tuple[Stage, ...] = RELEASE) -> list[StageResult]:
         failed = False
@@ -88,8 +85,8 @@ class Runner:
             self.results.append(result)
             self.ctx.results.append(result)
             failed = failed or result.status == "failed"
-            if self.crash_after == stage.name:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self.after_stage is not None:
+                self.after_stage(stage.name)
         return self.results
 
     def run_one(self, stage: Stage) -> StageResult:

@@ -4,7 +4,8 @@ A stage is a small class: ``name`` (CLI verb, log field, ``--skip`` key),
 ``description`` (a sentence), ``tools`` (what ``pipeline doctor`` checks),
 ``skip_reason(ctx)``, ``describe(ctx)`` (what it would do: the plan and the
 run share it) and ``run(ctx) -> Output`` returning a frozen dataclass. Stages
-never call each other; they read earlier outputs from ``ctx.outputs``.
+never call each other; they read earlier outputs from ``ctx.outputs``. The rules
+several stages share (``no_tags_reason``) live here too.
 """
 
 from __future__ import annotations
@@ -43,3 +44,13 @@ class StageResult:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.name, "status": self.status, "detail": self.detail,
                 "seconds": round(self.seconds, 3), "exit_code": self.exit_code}
+
+
+def no_tags_reason(ctx: Context) -> str | None:
+    """Stages that publish (copy, sign, tag, verify) skip when no rule gave this ref a release tag."""
+    from pipeline.metadata.tags import compute_tags
+
+    tags = ctx.outputs.get("tags") or compute_tags(ctx)
+    if not tags.result.tags:
+        return f"no release tags for {ctx.ci.ref or 'this checkout'} (no tag rule matched)"
+    return None

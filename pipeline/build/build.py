@@ -31,7 +31,7 @@ from pipeline.access.registries import Access
 from pipeline.metadata.tags import TagsOutput
 from pipeline.tools import buildx
 from pipeline.tools.git import Git
-from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError
+from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError, index_platforms
 
 SKIP_DIRS = {".git", ".nox", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "dist", ".pipeline"}
 NOT_LABEL_INPUTS = ("org.opencontainers.image.created",)
@@ -254,9 +254,9 @@ class Build:
                             f" it supports {', '.join(info.platforms) or 'nothing listed'} (install"
                             " qemu-user-static for emulation, or use a builder with native nodes)", tool="buildx")
         if len(platforms) > 1:
-            from pipeline.setup.toolchain import engine_info, multi_platform_reason
+            from pipeline.tools.docker import engine_info
 
-            ok, why = multi_platform_reason(info.driver, engine_info() if info.driver == "docker" else None)
+            ok, why = buildx.multi_platform_reason(info.driver, engine_info() if info.driver == "docker" else None)
             if not ok:
                 raise ToolError(f"build: builder {info.name} cannot build several platforms in one call ({why});"
                                 " set build.mode = \"split\"", tool="buildx")
@@ -365,23 +365,6 @@ class Build:
 
 
 # --------------------------------------------------------------------------- index helpers
-
-
-def platform_string(p: dict[str, Any]) -> str:
-    out = f"{p.get('os', '')}/{p.get('architecture', '')}"
-    return out + (f"/{p['variant']}" if p.get("variant") else "")
-
-
-def is_attestation(desc: dict[str, Any]) -> bool:
-    ann = desc.get("annotations") or {}
-    return ann.get("vnd.docker.reference.type") == "attestation-manifest" or (
-        (desc.get("platform") or {}).get("os") == "unknown")
-
-
-def index_platforms(index: dict[str, Any]) -> dict[str, str]:
-    """platform → manifest digest of an index (attestation manifests left out)."""
-    return {platform_string(m.get("platform") or {}): m["digest"]
-            for m in index.get("manifests") or [] if not is_attestation(m)}
 
 
 def platform_manifest(client: Registry, repo: str, digest: str, platform: str) -> str:

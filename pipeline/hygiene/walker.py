@@ -45,7 +45,7 @@ from pipeline import log
 from pipeline.hygiene import lifecycle
 from pipeline.sign.attachments import SIMPLE_SIGNING, is_attachment_tag, parse_attestation_manifest, parse_referrers
 from pipeline.errors import InfraError
-from pipeline.tools.registry import INDEX_TYPES, NotFound, Registry, RegistryError
+from pipeline.tools.registry import INDEX_TYPES, NotFound, Registry, RegistryError, index_platforms, platform_name
 from pipeline.tools.vendors import VendorImage, parse_time
 
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -195,13 +195,6 @@ def plausible(when: datetime | None, now: datetime) -> datetime | None:
     return when
 
 
-def _platform(p: Mapping[str, Any] | None) -> str | None:
-    p = p or {}
-    if p.get("os") in (None, "", "unknown"):
-        return None
-    return "/".join(str(x) for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
-
-
 class Walker:
     """Reads repositories of one registry into snapshots (HEADs and GETs in parallel)."""
 
@@ -284,10 +277,7 @@ class Walker:
         if media_type in INDEX_TYPES or "manifests" in m:
             img.media_type = media_type if media_type in INDEX_TYPES else "application/vnd.oci.image.index.v1+json"
             img.children = tuple(c["digest"] for c in m.get("manifests") or [])
-            for c in m.get("manifests") or []:
-                name = _platform(c.get("platform"))
-                if name and "vnd.docker.reference.type" not in (c.get("annotations") or {}):
-                    img.platforms.setdefault(name, c["digest"])
+            img.platforms.update(index_platforms(m))
             img.size = sum(int(c.get("size", 0)) for c in m.get("manifests") or [])
         else:
             img.config = (m.get("config") or {}).get("digest")
@@ -372,7 +362,7 @@ class Walker:
         return parse_time(self._config(repo, digest).get("created"))
 
     def _config_platform(self, repo: str, digest: str) -> str | None:
-        return _platform(self._config(repo, digest))
+        return platform_name(self._config(repo, digest))
 
     def _subjects(self, repo: str, snap: Snapshot) -> None:
         known = set(snap.images) | {c for img in snap.images.values() for c in img.children}

@@ -27,20 +27,18 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
-import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import proc
-from pipeline.setup import toolchain
+from pipeline.tools import docker, net, proc
+from pipeline.tools.net import listening
+
+if TYPE_CHECKING:
+    import subprocess
 
 BINARY = "docker-registry"
 IMAGE = "registry:2"
@@ -53,9 +51,6 @@ DEFAULT_STATE_ROOT = Path(".pipeline/registry")
 STOP_DEADLINE_S = 10.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
-#: Popen objects of registries this process started (kept so they can be reaped, and so
-#: that garbage collection does not warn about a child that is still running).
-_children: dict[int, subprocess.Popen] = {}
 
 
 @dataclass(frozen=True)
@@ -270,25 +265,9 @@ def completed_mounts(lines: Iterator[str] | list[str], repo: str | None = None) 
 # --------------------------------------------------------------------------- small machine helpers
 
 
-def listening(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Does something accept TCP connections on ``host:port``?"""
-    host = host.strip("[]")
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def free_port(bind: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the kernel's pick)."""
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((bind.strip("[]"), 0))
-        except OSError as exc:
-            raise ToolError(f"registry: cannot listen on {bind}: {exc.strerror}", tool=BINARY) from None
-        return int(s.getsockname()[1])
+    return net.free_port(bind, tool=BINARY)
 
 
 def _log_last_line(log_path: Path | None, start: int = 0) -> str:
@@ -306,15 +285,6 @@ def _log_last_line(log_path: Path | None, start: int = 0) -> str:
     return log.scrub(m.group(1) if m else line)[:300]
 
 
-def _httpx() -> Any:
-    try:
-        import httpx
-    except ModuleNotFoundError:  # pragma: no cover - the project depends on httpx
-        raise ToolError("httpx is not installed; pip install -e . (the project's dependencies)",
-                        tool="httpx") from None
-    return httpx
-
-
 def wait_ready(url: str, deadline_s: float = 20, *, log_path: Path | None = None,
                process: subprocess.Popen | None = None, verify: bool | str = True, log_start: int = 0) -> None:
     """Poll ``GET <url>/v2/`` until it answers 200 or 401 (auth on), within ``deadline_s`` seconds.
@@ -322,67 +292,33 @@ def wait_ready(url: str, deadline_s: float = 20, *, log_path: Path | None = None
     Raises :class:`ToolError` with the last line of ``log_path`` when the deadline passes or
     ``process`` exits first.
     """
-    httpx = _httpx()
-    tls_verify: bool | ssl.SSLContext = (ssl.create_default_context(cafile=verify)  # a CA file (self-signed)
-                                         if isinstance(verify, str) else verify)
     probe = url.rstrip("/")
     if not probe.endswith("/v2"):
         probe += "/v2"
-    probe += "/"
-    deadline = time.monotonic() + deadline_s
-    delay = 0.02
-    last = "no answer"
-    with httpx.Client(verify=tls_verify, timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False) as client:
-        while True:
-            if process is not None and process.poll() is not None:
-                raise ToolError(f"registry at {url} exited ({process.returncode}) while starting: "
-                                f"{_log_last_line(log_path, log_start)}", tool=BINARY)
-            try:
-                r = client.get(probe)
-                if r.status_code in (200, 401):
-                    return
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-            if time.monotonic() >= deadline:
-                detail = _log_last_line(log_path, log_start) if log_path is not None else last
-                raise ToolError(f"registry at {url} not ready within {deadline_s:.0f}s ({last}): {detail}",
-                                tool=BINARY)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.5)
 
+    def gone() -> str | None:
+        if process is None or process.poll() is None:
+            return None
+        return f"registry at {url} exited ({process.returncode}) while starting: {_log_last_line(log_path, log_start)}"
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            _children.pop(pid, None)
-            return False
-        return True
+    def detail() -> str:
+        return _log_last_line(log_path, log_start)
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rpartition(")")[2].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        pass
-    return True
+        net.wait_http(probe + "/", deadline_s, ok=(200, 401), verify=verify, gone=gone, tool=BINARY,
+                      detail=detail if log_path is not None else None)
+    except ToolError as exc:
+        message = str(exc)
+        if not message.startswith("registry at"):
+            message = f"registry at {url}{message[len(probe) + 1:]}"
+        raise ToolError(message, tool=BINARY) from None
 
 
 def _is_registry_process(pid: int, config_path: Path) -> bool:
     """Guard against pid reuse: the process must be a registry serving our config."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    text = proc.cmdline(pid)
+    if text is None:
         return True  # no /proc (not Linux): trust the pid
-    text = [a.decode(errors="replace") for a in argv]
     return bool(text) and "registry" in os.path.basename(text[0]) and str(config_path) in text
 
 
@@ -416,8 +352,8 @@ def _write_state(inst: RegistryInstance) -> None:
 
 def _running(inst: RegistryInstance) -> bool:
     if inst.backend == "container":
-        return _container_running(inst.container_id) and listening(inst.host.rsplit(":", 1)[0], inst.port)
-    return (inst.pid is not None and _pid_alive(inst.pid) and _is_registry_process(inst.pid, inst.config_path)
+        return docker.container_running(inst.container_id) and listening(inst.host.rsplit(":", 1)[0], inst.port)
+    return (inst.pid is not None and proc.pid_alive(inst.pid) and _is_registry_process(inst.pid, inst.config_path)
             and listening(inst.host.rsplit(":", 1)[0], inst.port))
 
 
@@ -550,8 +486,7 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -
     os.chmod(inst.config_path, 0o600)
     log_start = inst.log_path.stat().st_size if inst.log_path.exists() else 0
     binary = proc.which(BINARY) or BINARY
-    child = toolchain.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path)
-    _children[child.pid] = child
+    child = proc.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path)
     inst = replace(inst, pid=child.pid)
     _write_state(inst)
     try:
@@ -564,35 +499,9 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -
     return inst
 
 
-def _docker_client() -> Any:
-    try:
-        import docker  # type: ignore[import-untyped]
-    except ImportError:
-        raise ToolError(f"registry: '{BINARY}' is not installed, nor the docker SDK for the {IMAGE} container; "
-                        f"apt-get install docker-registry", tool=BINARY) from None
-    try:
-        return docker.from_env(timeout=60)
-    except docker.errors.DockerException as exc:
-        raise ToolError(f"registry: '{BINARY}' is not installed and the Docker engine is unreachable for the "
-                        f"{IMAGE} container ({type(exc).__name__}); apt-get install docker-registry",
-                        tool=BINARY) from None
-
-
 def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
-    import docker.errors  # type: ignore[import-untyped]  # only this backend needs the SDK
-
-    client = _docker_client()
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        try:
-            client.images.pull(IMAGE)
-        except docker.errors.DockerException as exc:
-            raise ToolError(f"registry: '{BINARY}' is not installed and the {IMAGE} image is not available "
-                            f"(pull failed: {type(exc).__name__}); apt-get install docker-registry, or "
-                            f"docker load a registry:2 image", tool=BINARY) from None
-    except docker.errors.DockerException as exc:
-        raise ToolError(f"registry: cannot inspect the {IMAGE} image ({type(exc).__name__})", tool=BINARY) from None
+    why = f"'{BINARY}' is not installed either; apt-get install docker-registry"
+    docker.ensure_image(IMAGE, why)
     secret = secrets.token_hex(32)
     log.register_secret(secret)
     inst.config_path.write_text(config_yaml(
@@ -606,20 +515,10 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
         volumes[str(inst.htpasswd)] = {"bind": "/auth/htpasswd", "mode": "ro"}
     if inst.ca_cert:
         volumes[str(inst.ca_cert.parent)] = {"bind": "/certs", "mode": "ro"}
-    cname = CONTAINER_PREFIX + inst.name
-    try:
-        try:
-            client.containers.get(cname).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        container = client.containers.run(
-            IMAGE, name=cname, detach=True, volumes=volumes,
-            ports={"5000/tcp": (inst.bind or "0.0.0.0", inst.port)},
-            labels={"io.pipeline.registry": inst.name})
-    except docker.errors.DockerException as exc:
-        raise ToolError(f"registry '{inst.name}': cannot start the {IMAGE} container: "
-                        f"{log.scrub(str(exc)).splitlines()[0][:200]}", tool="docker") from None
-    inst = replace(inst, backend="container", container_id=container.id)
+    container_id = docker.run_container(IMAGE, CONTAINER_PREFIX + inst.name, volumes=volumes,
+                                        ports={"5000/tcp": (inst.bind or "0.0.0.0", inst.port)},
+                                        labels={"io.pipeline.registry": inst.name}, why=why)
+    inst = replace(inst, backend="container", container_id=container_id)
     _write_state(inst)
     try:
         wait_ready(inst.url, deadline_s, verify=str(inst.ca_cert) if inst.ca_cert else True)
@@ -629,65 +528,16 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
     return inst
 
 
-def _container_running(container_id: str | None) -> bool:
-    if not container_id:
-        return False
-    try:
-        client = _docker_client()
-        return client.containers.get(container_id).status == "running"
-    except Exception:  # noqa: BLE001 - not running is the answer to every failure here
-        return False
-
-
 def _stop_instance(inst: RegistryInstance) -> bool:
     if inst.backend == "container":
-        return _stop_container(inst)
+        if not inst.container_id:
+            return False
+        return docker.stop_container(inst.container_id, timeout=STOP_DEADLINE_S, keep_log=inst.log_path)
     pid = inst.pid
-    if not pid or not _pid_alive(pid) or not _is_registry_process(pid, inst.config_path):
-        _children.pop(pid or 0, None)
+    if not pid or not proc.pid_alive(pid) or not _is_registry_process(pid, inst.config_path):
+        proc.forget(pid)
         return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + STOP_DEADLINE_S
-    delay = 0.02
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-    if _pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child = _children.get(pid)
-        if child is not None:
-            child.wait(timeout=5)
-    _children.pop(pid, None)
-    return True
-
-
-def _stop_container(inst: RegistryInstance) -> bool:
-    if not inst.container_id:
-        return False
-    import docker.errors  # type: ignore[import-untyped]
-
-    client = _docker_client()
-    try:
-        container = client.containers.get(inst.container_id)
-    except docker.errors.NotFound:
-        return False
-    running = container.status == "running"
-    try:
-        if running:
-            container.stop(timeout=int(STOP_DEADLINE_S))
-        with open(inst.log_path, "ab") as fh:  # keep the access log next to the state
-            fh.write(container.logs())
-        container.remove(force=True)
-    except docker.errors.DockerException as exc:
-        raise ToolError(f"registry '{inst.name}': cannot stop container {inst.container_id[:12]} "
-                        f"({type(exc).__name__})", tool="docker") from None
-    return running
+    return proc.terminate(pid, deadline_s=STOP_DEADLINE_S)
 
 
 def stop(name: str = "local", *, state_root: Path = DEFAULT_STATE_ROOT) -> bool:

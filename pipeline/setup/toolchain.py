@@ -20,8 +20,8 @@ On Debian/Ubuntu as root, :func:`install` installs only what is missing:
 
 Everywhere else it returns instructions instead of changing anything. Parsing and the
 decision of what to do are pure functions (``parse_*``, :func:`plan_install`); the
-functions that look at the machine feed them. Processes run through
-:func:`pipeline.tools.proc.run`, except the long-running daemon (:func:`spawn_daemon`).
+functions that look at the machine feed them. Every process starts in :mod:`pipeline.tools`
+(:func:`pipeline.tools.proc.run`, and :func:`pipeline.tools.proc.spawn_daemon` for dockerd).
 """
 
 from __future__ import annotations
@@ -32,17 +32,18 @@ import importlib.util
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ToolError
 from pipeline.tools import proc
+from pipeline.tools.buildx import multi_platform_reason, parse_buildx_inspect
+from pipeline.tools.docker import engine_info
 
 # --------------------------------------------------------------------------- constants
 
@@ -68,7 +69,6 @@ MIN_COSIGN_MAJOR = 2
 FOREIGN_ARCHES = {"amd64": ("arm64",), "arm64": ("amd64",)}
 QEMU_NAMES = {"amd64": "x86_64", "arm64": "aarch64", "armhf": "arm", "i386": "i386",
               "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
-MULTI_PLATFORM_DRIVERS = ("docker-container", "remote", "kubernetes")
 
 NEEDED_BY: dict[str, tuple[str, ...]] = {
     "docker": ("build", "release", "tests"),
@@ -141,71 +141,6 @@ def parse_skopeo_version(text: str) -> str | None:
     """``skopeo --version``: ``skopeo version 1.9.3``."""
     m = re.search(r"skopeo version v?(\d+\.\d+\.\d+\S*)", text)
     return m.group(1) if m else None
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    server_version: str | None
-    driver: str
-    containerd_snapshotter: bool
-    errors: tuple[str, ...] = ()
-
-
-def parse_docker_info(text: str) -> EngineInfo:
-    """``docker info --format '{{json .}}'``: server version, storage driver, image store.
-
-    With the containerd image store the driver is the snapshotter (``overlayfs``) and
-    ``DriverStatus`` holds ``["driver-type", "io.containerd.snapshotter.v1"]``.
-    """
-    try:
-        data = json.loads(text.strip().splitlines()[-1]) if text.strip() else {}
-    except (json.JSONDecodeError, IndexError):
-        data = {}
-    status = data.get("DriverStatus") or []
-    flat = " ".join(str(v) for pair in status for v in (pair if isinstance(pair, list) else [pair]))
-    driver = str(data.get("Driver") or "")
-    snapshotter = "io.containerd.snapshotter" in flat
-    errors = tuple(str(e.get("Message", e)) if isinstance(e, dict) else str(e)
-                   for e in (data.get("ServerErrors") or []))
-    return EngineInfo(data.get("ServerVersion") or None, driver, snapshotter, errors)
-
-
-@dataclass(frozen=True)
-class BuilderInfo:
-    name: str
-    driver: str
-    platforms: tuple[str, ...]
-
-
-def parse_buildx_inspect(text: str) -> BuilderInfo:
-    """``docker buildx inspect``: builder name, driver and the platforms its nodes offer."""
-    name = driver = ""
-    platforms: list[str] = []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "Name" and not name:
-            name = value
-        elif key == "Driver" and not driver:
-            driver = value
-        elif key == "Platforms":
-            for p in value.split(","):
-                p = p.strip().rstrip("*").strip()
-                if p and p not in platforms:
-                    platforms.append(p)
-    return BuilderInfo(name, driver, tuple(platforms))
-
-
-def multi_platform_reason(driver: str, engine: EngineInfo | None) -> tuple[bool, str]:
-    """Can this builder build several platforms in one call? (yes/no, and why)."""
-    if driver in MULTI_PLATFORM_DRIVERS:
-        return True, f"{driver} driver"
-    if driver == "docker":
-        if engine is not None and engine.containerd_snapshotter:
-            return True, "docker driver on the containerd image store"
-        return False, ("docker driver without the containerd image store: set "
-                       "features.containerd-snapshotter in daemon.json, or use --mode split")
-    return False, f"unknown builder driver {driver or '?'}"
 
 
 @dataclass(frozen=True)
@@ -653,21 +588,6 @@ def gather_facts() -> Facts:
     )
 
 
-def engine_info(timeout: float = 20) -> EngineInfo | None:
-    """The running engine, or None when ``docker info`` does not answer."""
-    if proc.which("docker") is None:
-        return None
-    try:
-        r = proc.run(["docker", "info", "--format", "{{json .}}"], check=False, timeout=timeout,
-                     what="docker info")
-    except ToolError:
-        return None
-    info = parse_docker_info(r.stdout)
-    if r.returncode != 0 or not info.server_version:
-        return None
-    return info
-
-
 def probe() -> list[ToolStatus]:
     """The state of every external tool, for ``pipeline doctor``."""
     f = gather_facts()
@@ -735,20 +655,6 @@ def probe() -> list[ToolStatus]:
 
 
 # --------------------------------------------------------------------------- doing
-
-
-def spawn_daemon(argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start a long-running daemon in its own session, output appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    with open(log_path, "ab") as logf:
-        try:
-            return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=full_env, close_fds=True)
-        except OSError as exc:
-            raise ToolError(f"{os.path.basename(argv[0])}: cannot start: {exc.strerror}",
-                            tool=os.path.basename(argv[0])) from None
 
 
 _APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
@@ -987,7 +893,7 @@ def ensure_dockerd(*, timeout: float = 60) -> str:
     start = DOCKERD_LOG.stat().st_size if DOCKERD_LOG.exists() else 0
     path = ":".join(dict.fromkeys([str(BIN_DIR), "/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
                                    *os.environ.get("PATH", "").split(":")]))
-    daemon = spawn_daemon([shutil.which("dockerd") or "dockerd"], DOCKERD_LOG, env={"PATH": path})
+    daemon = proc.spawn_daemon([shutil.which("dockerd") or "dockerd"], DOCKERD_LOG, env={"PATH": path})
     deadline = time.monotonic() + timeout
     delay = 0.2
     while time.monotonic() < deadline:

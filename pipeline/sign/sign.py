@@ -45,7 +45,8 @@ from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
 from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
-from pipeline.stages.copy import CopyOutput, no_tags_reason
+from pipeline.stage import no_tags_reason
+from pipeline.stages.copy import CopyOutput
 from pipeline.tools import cosign, trivy
 from pipeline.tools.registry import Registry
 

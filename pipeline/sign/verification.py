@@ -32,7 +32,7 @@ from pipeline.sign import keys
 from pipeline.config import Config, RegistryConfig
 from pipeline.access.registries import Access
 from pipeline.tools import cosign
-from pipeline.tools.registry import INDEX_TYPES, Registry
+from pipeline.tools.registry import INDEX_TYPES, Registry, index_platforms
 
 SBOM_TYPE = "cyclonedx"
 
@@ -104,15 +104,7 @@ def platforms_of(client: Registry, repo: str, digest: str) -> dict[str, str]:
     body, media, _ = client.manifest_get(repo, digest)
     if media not in INDEX_TYPES:
         return {}
-    out: dict[str, str] = {}
-    for m in json.loads(body).get("manifests") or []:
-        p = m.get("platform") or {}
-        annotations = m.get("annotations") or {}
-        if p.get("os") in (None, "unknown") or "vnd.docker.reference.type" in annotations:
-            continue
-        name = "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
-        out.setdefault(name, m["digest"])
-    return out
+    return index_platforms(json.loads(body))
 
 
 def _consensus(found: Mapping[Target, str]) -> str | None:

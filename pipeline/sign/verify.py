@@ -15,7 +15,7 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PolicyError
-from pipeline.stages.copy import no_tags_reason
+from pipeline.stage import no_tags_reason
 from pipeline.sign.verification import Target, verify
 
 

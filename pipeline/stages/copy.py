@@ -16,10 +16,10 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
+from pipeline.stage import no_tags_reason
 from pipeline.errors import InfraError, PipelineError
 from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
-from pipeline.metadata.tags import TagsOutput
 from pipeline.tools.registry import copy_manifest_tree
 
 
@@ -36,17 +36,6 @@ class CopyOutput:
     digest: str
     copied: dict[str, RegistryCopy]
     failed: dict[str, str]
-
-
-def no_tags_reason(ctx: Context) -> str | None:
-    """Stages that publish skip when no rule gave this ref a release tag."""
-    tags: TagsOutput | None = ctx.outputs.get("tags")
-    if tags is None:
-        from pipeline.metadata.tags import compute_tags
-        tags = compute_tags(ctx)
-    if not tags.result.tags:
-        return f"no release tags for {ctx.ci.ref or 'this checkout'} (no tag rule matched)"
-    return None
 
 
 class Copy:

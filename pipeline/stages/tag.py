@@ -16,7 +16,8 @@ from pipeline.context import Context
 from pipeline.errors import InfraError, PolicyError
 from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
-from pipeline.stages.copy import CopyOutput, no_tags_reason
+from pipeline.stage import no_tags_reason
+from pipeline.stages.copy import CopyOutput
 from pipeline.metadata.tags import TagsOutput
 
 GATES = (("build", "build"), ("scan", "scan"), ("copy", "copy_"), ("sign", "sign"))

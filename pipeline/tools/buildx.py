@@ -13,10 +13,13 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ToolError
 from pipeline.tools import proc
+
+if TYPE_CHECKING:
+    from pipeline.tools.docker import EngineInfo
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,47 @@ def build_argv(spec: BuildSpec) -> list[str]:
     return argv
 
 
+MULTI_PLATFORM_DRIVERS = ("docker-container", "remote", "kubernetes")
+
+
 @dataclass(frozen=True)
 class BuilderInfo:
+    """A buildx builder: its name, driver and the platforms its nodes offer."""
+
     name: str
     driver: str
     platforms: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_buildx_inspect(text: str) -> BuilderInfo:
+    """``docker buildx inspect``: builder name, driver and the platforms its nodes offer."""
+    name = driver = ""
+    platforms: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "Name" and not name:
+            name = value
+        elif key == "Driver" and not driver:
+            driver = value
+        elif key == "Platforms":
+            for p in value.split(","):
+                p = p.strip().rstrip("*").strip()
+                if p and p not in platforms:
+                    platforms.append(p)
+    return BuilderInfo(name, driver, tuple(platforms))
+
+
+def multi_platform_reason(driver: str, engine: EngineInfo | None) -> tuple[bool, str]:
+    """Can this builder build several platforms in one call? (yes/no, and why)."""
+    if driver in MULTI_PLATFORM_DRIVERS:
+        return True, f"{driver} driver"
+    if driver == "docker":
+        if engine is not None and engine.containerd_snapshotter:
+            return True, "docker driver on the containerd image store"
+        return False, ("docker driver without the containerd image store: set "
+                       "features.containerd-snapshotter in daemon.json, or use --mode split")
+    return False, f"unknown builder driver {driver or '?'}"
 
 
 def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = None) -> BuilderInfo:

@@ -1,17 +1,21 @@
-"""The one subprocess chokepoint: timeouts, redaction, ToolError.
+"""The one subprocess chokepoint: timeouts, redaction, ToolError; and the daemons the tool starts.
 
 Secrets are passed through ``env`` or ``input`` (stdin), never argv. Output and
 error text are scrubbed of registered secrets before they reach a log line or
-an exception.
+an exception. Long-running daemons (the registry, dockerd) start with :func:`spawn_daemon`
+in their own session and are watched and stopped by pid (:func:`pid_alive`, :func:`terminate`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
-from dataclasses import dataclass
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline import log
 from pipeline.errors import ToolError
@@ -68,7 +72,7 @@ def run(
     try:
         cp = subprocess.run(argv, input=input, capture_output=True, text=True, env=full_env,
                             timeout=timeout, cwd=cwd, check=False)
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired:
         raise ToolError(f"{what}: '{tool}' did not finish within {timeout:.0f}s", tool=tool) from None
     except OSError as exc:
         raise ToolError(f"{what}: cannot start '{tool}': {exc.strerror}", tool=tool) from None
@@ -135,3 +139,89 @@ def stream(
         raise ToolError(f"{what}: {tool} failed: {_last_line(text) or f'exit status {code}'}", tool=tool,
                         returncode=code, stderr=text)
     return Completed(tuple(log.scrub(a) for a in argv), code, text, "")
+
+
+# --------------------------------------------------------------------------- daemons
+
+#: Popen objects of daemons this process started (kept so they can be reaped, and so that
+#: garbage collection does not warn about a child that is still running).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def spawn_daemon(argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start a long-running daemon in its own session (it outlives this process), output appended
+    to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log_path, "ab") as logf:
+        try:
+            child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=full_env, close_fds=True)
+        except OSError as exc:
+            raise ToolError(f"{os.path.basename(argv[0])}: cannot start: {exc.strerror}",
+                            tool=os.path.basename(argv[0])) from None
+    _children[child.pid] = child
+    return child
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Is process ``pid`` running (not exited, not a zombie)?"""
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _children.pop(pid, None)
+            return False
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    return True
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The argv of process ``pid`` (None where /proc cannot tell)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0")]
+
+
+def terminate(pid: int, *, deadline_s: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after ``deadline_s``; whether there was a process to stop."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _children.pop(pid, None)
+        return False
+    deadline = time.monotonic() + deadline_s
+    delay = 0.02
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    if pid_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child = _children.get(pid)
+        if child is not None:
+            child.wait(timeout=5)
+    _children.pop(pid, None)
+    return True
+
+
+def forget(pid: int | None) -> None:
+    _children.pop(pid or 0, None)

@@ -111,6 +111,25 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+def platform_name(platform: Mapping[str, Any] | None) -> str | None:
+    """``os/arch[/variant]`` of an index entry's platform, or ``None`` where it names none (``unknown``)."""
+    p = platform or {}
+    if p.get("os") in (None, "", "unknown"):
+        return None
+    return "/".join(str(x) for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+
+
+def index_platforms(index: Mapping[str, Any]) -> dict[str, str]:
+    """Platform → manifest digest of an image index, first entry per platform; attestation manifests
+    (BuildKit's ``vnd.docker.reference.type`` entries, platform ``unknown/unknown``) left out."""
+    out: dict[str, str] = {}
+    for m in index.get("manifests") or []:
+        name = platform_name(m.get("platform"))
+        if name and "vnd.docker.reference.type" not in (m.get("annotations") or {}):
+            out.setdefault(name, m["digest"])
+    return out
+
+
 def _matches_digest(data: bytes, digest: str) -> bool:
     algorithm = digest.split(":", 1)[0]
     return algorithm in ("sha256", "sha512") and digest_of(data, algorithm) == digest

@@ -29,6 +29,7 @@ from pipeline.errors import ToolError
 from pipeline.tools import proc
 from pipeline.setup import localregistry
 from pipeline.setup import toolchain
+from pipeline.tools import docker
 
 HERE = Path(__file__).parent.resolve()
 
@@ -119,10 +120,10 @@ def require_tool():
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> toolchain.EngineInfo:
+def docker_engine() -> docker.EngineInfo:
     """A Docker engine that answers (started when needed)."""
     check_tool("docker-engine")
-    info = toolchain.engine_info()
+    info = docker.engine_info()
     assert info is not None, "docker info stopped answering"
     return info
 
@@ -300,7 +301,7 @@ def forget_local_images(hosts: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def offline_base(registries: dict[str, TestRegistry], docker_engine: toolchain.EngineInfo) -> str:
+def offline_base(registries: dict[str, TestRegistry], docker_engine: docker.EngineInfo) -> str:
     """``127.0.0.1:<port>/pipeline/offline-base@sha256:…`` (linux/amd64 + linux/arm64) in ``ecr``."""
     from pipeline.setup.offline_base import ensure_offline_base
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.setup import toolchain as t
+from pipeline.tools import buildx, docker
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "toolchain"
 
@@ -50,42 +51,42 @@ def test_cosign_version_debian_build_says_devel():
 
 
 def test_docker_info_containerd_image_store():
-    info = t.parse_docker_info(rec("docker_info_containerd.json"))
+    info = docker.parse_docker_info(rec("docker_info_containerd.json"))
     assert info.server_version == "26.1.5+dfsg1"
     assert info.driver == "overlayfs"
     assert info.containerd_snapshotter is True
 
 
 def test_docker_info_classic_store():
-    info = t.parse_docker_info(rec("docker_info_classic.json"))
+    info = docker.parse_docker_info(rec("docker_info_classic.json"))
     assert info.server_version == "26.1.5+dfsg1"
     assert info.driver == "overlay2"
     assert info.containerd_snapshotter is False
 
 
 def test_docker_info_daemon_down_has_no_server():
-    info = t.parse_docker_info(rec("docker_info_down.json"))
+    info = docker.parse_docker_info(rec("docker_info_down.json"))
     assert info.server_version is None
-    assert t.parse_docker_info("").server_version is None
-    assert t.parse_docker_info("not json").server_version is None
+    assert docker.parse_docker_info("").server_version is None
+    assert docker.parse_docker_info("not json").server_version is None
 
 
 def test_buildx_inspect_and_multi_platform_decision():
-    b = t.parse_buildx_inspect(rec("buildx_inspect_default.txt"))
+    b = buildx.parse_buildx_inspect(rec("buildx_inspect_default.txt"))
     assert (b.name, b.driver) == ("default", "docker")
     assert {"linux/amd64", "linux/arm64"} <= set(b.platforms)
-    on_containerd = t.parse_docker_info(rec("docker_info_containerd.json"))
-    classic = t.parse_docker_info(rec("docker_info_classic.json"))
-    assert t.multi_platform_reason(b.driver, on_containerd)[0] is True
-    ok, why = t.multi_platform_reason(b.driver, classic)
+    on_containerd = docker.parse_docker_info(rec("docker_info_containerd.json"))
+    classic = docker.parse_docker_info(rec("docker_info_classic.json"))
+    assert buildx.multi_platform_reason(b.driver, on_containerd)[0] is True
+    ok, why = buildx.multi_platform_reason(b.driver, classic)
     assert ok is False and "containerd-snapshotter" in why
-    assert t.multi_platform_reason("docker-container", None) == (True, "docker-container driver")
-    assert t.multi_platform_reason("remote", classic)[0] is True
-    assert t.multi_platform_reason("", None)[0] is False
+    assert buildx.multi_platform_reason("docker-container", None) == (True, "docker-container driver")
+    assert buildx.multi_platform_reason("remote", classic)[0] is True
+    assert buildx.multi_platform_reason("", None)[0] is False
 
 
 def test_buildx_inspect_classic_parses_same_shape():
-    b = t.parse_buildx_inspect(rec("buildx_inspect_classic.txt"))
+    b = buildx.parse_buildx_inspect(rec("buildx_inspect_classic.txt"))
     assert b.driver == "docker" and "linux/arm/v7" in b.platforms
 
 
