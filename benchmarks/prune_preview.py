@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import log
-from pipeline.hygiene import walker as hygiene
+from pipeline import log  # noqa: E402
 from pipeline.hygiene import lifecycle  # noqa: E402
+from pipeline.hygiene import walker as hygiene  # noqa: E402
 from pipeline.setup import localregistry  # noqa: E402
 from pipeline.tools.registry import INDEX_TYPES, Registry  # noqa: E402
 from pipeline.tools.vendors import Distribution, parse_time  # noqa: E402

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from pipeline import __version__, config, log
-from pipeline.metadata import ci
 from pipeline.context import Context, Options, source_date
-from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, PipelineError, UsageError
+from pipeline.errors import (
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_POLICY,
+    PipelineError,
+    UsageError,
+)
+from pipeline.metadata import ci
 
 
 class _Parser(argparse.ArgumentParser):
@@ -266,105 +273,34 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.setup import toolchain
 
-    actions: list[str] = []
-    if args.install:
-        actions = list(toolchain.install())
-        actions.append(f"dockerd: {toolchain.ensure_dockerd()}")
-    statuses = toolchain.probe()
-    data = {"actions": actions, "tools": [
-        {"name": s.name, "found": s.found, "version": s.version, "detail": s.detail, "needed_by": list(s.needed_by)}
-        for s in statuses]}
-
-    def text() -> str:
-        lines = [f"did: {a}" for a in actions]
-        width = max(len(s.name) for s in statuses)
-        for s in statuses:
-            mark = "ok  " if s.found else "MISS"
-            needed = f"  (needed by: {', '.join(s.needed_by)})" if s.needed_by else ""
-            lines.append(f"{mark} {s.name:<{width}}  {s.version or '-':<12} {s.detail}{needed}")
-        return "\n".join(lines)
-
-    _emit(data, args.format, text, out)
+    data, text = toolchain.doctor(install_missing=args.install)
+    _emit(data, args.format, lambda: text, out)
     return EXIT_OK
 
 
 def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.setup import localregistry
 
-    state_root = localregistry.DEFAULT_STATE_ROOT
-    htpasswd = state_root / args.name / "htpasswd"
-    if args.action == "adduser":
-        if not args.user:
-            raise UsageError("pipeline registry adduser: the user name is needed (pipeline registry adduser NAME)")
+    password = None
+    if args.action == "adduser" and args.user:
         password = env.get("PIPELINE_REGISTRY_PASSWORD") or (sys.stdin.readline().rstrip("\n")
                                                              if not sys.stdin.isatty() else "")
-        if not password:
-            raise UsageError("pipeline registry adduser: give the password on stdin or in"
-                             " PIPELINE_REGISTRY_PASSWORD (never on the command line)")
-        log.register_secret(password)
-        localregistry.add_user(htpasswd, args.user, password)
-        out.write(f"user {args.user} added to {htpasswd} (restart the registry with --auth to require it)\n")
-        return EXIT_OK
-    if args.action == "stop":
-        stopped = localregistry.stop(args.name, state_root=state_root)
-        out.write(f"registry {args.name}: {'stopped' if stopped else 'was not running'}\n")
-        return EXIT_OK
-    if args.action == "start":
-        if args.auth and not htpasswd.exists():
-            raise UsageError(f"pipeline registry start --auth: no users yet; run 'pipeline registry adduser NAME'"
-                             f" first ({htpasswd})")
-        inst = localregistry.start(args.name, port=args.port, state_root=state_root, bind=args.bind,
-                                   data_dir=Path(args.data_dir) if args.data_dir else None,
-                                   htpasswd=htpasswd if args.auth else None, delete=not args.no_delete,
-                                   tls=args.tls)
+    data, text, code = localregistry.command(
+        args.action, name=args.name, user=args.user, password=password, port=args.port, bind=args.bind,
+        data_dir=Path(args.data_dir) if args.data_dir else None, auth=args.auth, tls=args.tls,
+        delete=not args.no_delete, trust=args.trust, certs_d=Path(args.certs_d) if args.certs_d else None)
+    if args.action in ("adduser", "stop"):
+        out.write(text + "\n")
     else:
-        inst = localregistry.status(args.name, state_root=state_root)
-    trusted: list[str] = []
-    if args.trust:
-        if inst is None or not inst.tls:
-            raise UsageError("pipeline registry --trust: goes with a running registry started with --tls")
-        certs_d = Path(args.certs_d) if args.certs_d else localregistry.DOCKER_CERTS_D
-        trusted = [str(t) for t in localregistry.trust_certificate(inst, certs_d)]
-    data = ({"name": args.name, "running": False} if inst is None else
-            {"name": inst.name, "running": True, "address": inst.host, "pid": inst.pid, "data_dir": str(inst.data_dir),
-             "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend,
-             "ca_cert": str(inst.ca_cert) if inst.ca_cert else None, "certs_d": trusted,
-             "certs_d_hint": None if trusted else inst.certs_d_hint})
-
-    def text() -> str:
-        if inst is None:
-            return f"registry {args.name}: not running"
-        lines = [f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in"
-                 f" {inst.data_dir}; auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
-                 f"tls {'on' if inst.tls else 'off'}"]
-        if trusted:
-            lines.append("docker trusts its certificate: " + ", ".join(trusted))
-        elif inst.tls and inst.ca_cert:
-            lines += [f"{localregistry.certs_d_hint(h, inst.ca_cert)}" for h in localregistry.certs_d_hosts(inst)]
-            lines.append("(or run again with --trust to do it)")
-        if inst.auth and args.action == "start":
-            lines.append(f"clients log in with: pipeline login --registry NAME --username USER --password-stdin"
-                         f" (or docker login {inst.host}); releases can read auth = \"env\" variables instead")
-        return "\n".join(lines)
-
-    _emit(data, args.format, text, out)
-    return EXIT_OK if inst is not None or args.action != "status" else 3
+        _emit(data, args.format, lambda: text, out)
+    return code
 
 
 def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline import refs
     from pipeline.sign import verification
 
-    cfg = config.load(Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH), env)
-    try:
-        targets, named = verification.targets_for(cfg, args.ref)
-    except (ValueError, refs.RefError) as exc:
-        raise UsageError(f"pipeline verify: {exc}") from None
-    if args.digest and not refs.DIGEST.match(args.digest):
-        raise UsageError(f"pipeline verify --digest: '{args.digest}' is not a sha256 digest")
-    if not targets:
-        raise UsageError("pipeline verify: the config names no registry to look in")
-    report = verification.verify(cfg, env, targets, expected=args.digest or named)
+    _, cfg = _config(args, env)
+    report = verification.verify_ref(cfg, env, args.ref, args.digest)
     _emit({"ref": args.ref, **report.to_dict()}, args.format, report.text, out)
     if not report.ok:
         raise _Failed(report.failure_message(), EXIT_POLICY)
@@ -391,9 +327,9 @@ def cmd_keygen(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
 
 
 def cmd_scan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.scan import command as scancommand
-    from pipeline.plan import RELEASE, Runner
     from pipeline.access.registries import serve_local
+    from pipeline.plan import RELEASE, Runner
+    from pipeline.scan import command as scancommand
 
     if sum(bool(x) for x in (args.report, args.download_db, args.mirror_db)) > 1:
         raise UsageError("pipeline scan: --report, --download-db and --mirror-db are separate actions; give one")
@@ -423,27 +359,20 @@ def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
     from datetime import datetime, timezone
 
     from pipeline.access.registries import serve_local
-    from pipeline.hygiene import lifecycle, prune
+    from pipeline.hygiene import prune
 
-    cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
-    cfg = config.load(cfg_path, env)
+    cfg_path, cfg = _config(args, env)
     if args.emit_ecr_policy:
         if args.apply:
             raise UsageError("pipeline prune: --emit-ecr-policy writes the policy and stops; drop --apply")
-        policy = lifecycle.policy(cfg.lifecycle, str(cfg_path))
-        document = policy.ecr_json()
-        if cfg.lifecycle.keep_candidates:
-            log.get().warning("policy.builtin_left_out", rule="staging candidates",
-                              note="ECR cannot select images whose tags are all candidate tags; the document"
-                                   " holds the [lifecycle] rules only")
+        document, rules = prune.ecr_policy(cfg, str(cfg_path))
         if args.emit_ecr_policy == "-":
             out.write(document)
         else:
             Path(args.emit_ecr_policy).write_text(document, encoding="utf-8")
-            _emit({"written": args.emit_ecr_policy, "rules": len(policy.to_ecr()["rules"])}, args.format,
-                  lambda: f"wrote {args.emit_ecr_policy}: an ECR lifecycle policy with"
-                          f" {len(policy.to_ecr()['rules'])} rule(s) (aws ecr put-lifecycle-policy"
-                          f" --lifecycle-policy-text file://{args.emit_ecr_policy})", out)
+            _emit({"written": args.emit_ecr_policy, "rules": rules}, args.format,
+                  lambda: f"wrote {args.emit_ecr_policy}: an ECR lifecycle policy with {rules} rule(s)"
+                          f" (aws ecr put-lifecycle-policy --lifecycle-policy-text file://{args.emit_ecr_policy})", out)
         return EXIT_OK
     serve_local(cfg)
     report = prune.run(cfg, env, now=datetime.now(timezone.utc), apply=args.apply, only=args.registry,
@@ -458,8 +387,8 @@ def cmd_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 def cmd_inventory(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from datetime import datetime, timezone
 
-    from pipeline.hygiene import inventory
     from pipeline.access.registries import serve_local
+    from pipeline.hygiene import inventory
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
     cfg = config.load(cfg_path, env)
@@ -509,108 +438,53 @@ def cmd_login(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
     return EXIT_OK
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
 def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.access import pullsecret
-    from pipeline.access.registries import Access, ecr_region
-    from pipeline.tools import login as tools
 
     _, cfg = _config(args, env)
-    reg = cfg.registry(args.registry)
-    if reg.auth == "none":
-        raise UsageError(f"pipeline pull-secret: registry '{reg.name}' has auth = \"none\": nodes pull without a"
-                         " secret")
-    refresh = None
-    if reg.is_ecr and reg.auth == "ecr" and not args.no_refresh:
-        refresh = pullsecret.RefreshOptions(region=ecr_region(reg, env), role_arn=args.aws_role_arn,
-                                            schedule=args.refresh_schedule or pullsecret.REFRESH_SCHEDULE)
-    with Access(cfg, env) as access:
-        creds = access.credentials(reg)
-    if creds is None:
-        raise UsageError(f"pipeline pull-secret: no credentials for registry '{reg.name}' ({reg.host}) in the docker"
-                         " config; run 'pipeline login' first or configure username_env/password_env")
-    try:
-        docs = pullsecret.documents(name=args.name, namespace=args.namespace, host=reg.host, creds=creds,
-                                    registry=reg.name, service_account_name=args.service_account, refresh=refresh)
-    except ValueError as exc:
-        raise UsageError(f"pipeline pull-secret: {exc}") from None
-    text = pullsecret.render(docs, registry=reg.name, refresh=refresh is not None)
+    made = pullsecret.make(cfg, env, registry=args.registry, name=args.name, namespace=args.namespace,
+                           service_account_name=args.service_account, no_refresh=args.no_refresh,
+                           role_arn=args.aws_role_arn, schedule=args.refresh_schedule)
     logger = log.get()
     if args.output:
-        _write_private(Path(args.output), text)
-        logger.info("pull_secret.written", registry=reg.name, namespace=args.namespace, name=args.name,
-                    path=args.output, documents=len(docs))
+        pullsecret.write_private(Path(args.output), made.text)
+        logger.info("pull_secret.written", registry=made.registry, namespace=args.namespace, name=args.name,
+                    path=args.output, documents=made.documents)
     elif not args.apply:
-        out.write(text)
+        out.write(made.text)
     if args.apply:
-        tools.kubectl_run(tools.kubectl_apply_argv(), input=text, what=f"kubectl apply (pull secret {args.name})")
-        if args.service_account:
-            patch = json.dumps(pullsecret.service_account_patch(args.name))
-            tools.kubectl_run(tools.kubectl_patch_sa_argv(args.service_account, args.namespace, patch),
-                              what=f"kubectl patch serviceaccount {args.service_account}")
-        logger.info("pull_secret.applied", registry=reg.name, namespace=args.namespace, name=args.name,
+        pullsecret.apply(made.text, name=args.name, namespace=args.namespace,
+                         service_account_name=args.service_account)
+        logger.info("pull_secret.applied", registry=made.registry, namespace=args.namespace, name=args.name,
                     service_account=args.service_account)
     if args.output or args.apply:
         where = [f"wrote {args.output} (0600)"] if args.output else []
         where += [f"applied to namespace {args.namespace}"] if args.apply else []
-        out.write(f"pull secret {args.namespace}/{args.name} for {reg.host}: {', '.join(where)}\n")
-    if refresh is not None:
-        logger.info("pull_secret.expires", registry=reg.name, hours=12,
+        out.write(f"pull secret {args.namespace}/{args.name} for {made.host}: {', '.join(where)}\n")
+    if made.refresh:
+        logger.info("pull_secret.expires", registry=made.registry, hours=12,
                     note="ECR tokens expire after 12 hours; apply the CronJob in the output to refresh the secret")
     return EXIT_OK
 
 
 def cmd_ci_init(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    from pipeline.ci_files import templates as citemplates
+    from pipeline.ci_files import templates
 
     path, cfg = _config(args, env)
-    text = citemplates.render(args.ci, cfg, path)
     if args.output == "-":
-        out.write(text)
+        out.write(templates.render(args.ci, cfg, path))
         return EXIT_OK
-    target = Path(args.output) if args.output else citemplates.DEFAULT_PATHS[args.ci]
-    if target.exists() and not args.force:
-        raise UsageError(f"pipeline ci-init: {target} exists; pass --force to replace it (or --output FILE)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
-    names = ", ".join(s.env for s in citemplates.secret_vars(cfg)) or "none"
-    out.write(f"wrote {target}: plan on pull requests, release on tags {', '.join(cfg.ci.release_tags)} and branch"
-              f" {citemplates.default_branch(cfg)} ({cfg.build.mode} build); credentials it expects: {names}\n")
+    _, sentence = templates.write(args.ci, cfg, path, args.output, force=args.force)
+    out.write(sentence + "\n")
     return EXIT_OK
 
 
 def cmd_ecr(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.access import ecr
-    from pipeline.access.registries import ecr_region
-    from pipeline.retry import RetryPolicy
-    from pipeline.tools.ecr import EcrClient
 
     path, cfg = _config(args, env)
     if args.action == "policy":
-        document = ecr.repository_policy(cfg.ecr)
-        if document is None:
-            raise UsageError("pipeline ecr policy: [ecr] names no principals (pull_principals, push_principals or"
-                             " pull_organizations)")
-        applied: list[str] = []
-        if args.apply:
-            for reg in ecr.ecr_registries(cfg, args.registry or None):
-                client = EcrClient(ecr_region(reg, env), env, policy=RetryPolicy.from_config(cfg.retry))
-                for repo in ecr.repositories(cfg, reg):
-                    client.set_repository_policy(repo, reg.ecr_account, document)
-                    applied.append(f"{reg.name}:{repo}")
-                    log.get().info("ecr.policy_set", registry=reg.name, repository=repo)
+        document, applied = ecr.policy(cfg, env, registries=args.registry or None, apply=args.apply)
         if args.format == "json":
             _emit({"policy": document, "applied": applied}, "json", str, out)
         else:

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.metadata.ci import CIInfo
 from pipeline.config import Config
 from pipeline.errors import ConfigError
+from pipeline.metadata.ci import CIInfo
 from pipeline.metadata.rules import DEFAULT_SHORT_SHA_LENGTH, TagOptions
 
 

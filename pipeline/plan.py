@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pipeline import log
+from pipeline.build.build import Build
 from pipeline.context import Context
 from pipeline.errors import PipelineError
-from pipeline.stage import Stage, StageResult
-from pipeline.build.build import Build
-from pipeline.stages.copy import Copy
-from pipeline.stages.report import Report
+from pipeline.metadata.tags import Tags
 from pipeline.scan.scan import Scan
 from pipeline.sign.sign import Sign
-from pipeline.stages.tag import Tag
-from pipeline.metadata.tags import Tags
 from pipeline.sign.verify import Verify
-
+from pipeline.stage import Stage, StageResult
+from pipeline.stages.copy import Copy
+from pipeline.stages.report import Report
+from pipeline.stages.tag import Tag
 
 RELEASE: tuple[Stage, ...] = (
     Tags(),

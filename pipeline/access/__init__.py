@@ -1,1 +1,2 @@
-"""access"""
+"""Registry access: a client and credentials per configured registry, logins, Kubernetes
+pull secrets and ECR set-up."""

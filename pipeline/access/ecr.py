@@ -2,7 +2,7 @@
 
 The pure parts build what ECR is asked for from ``[ecr]`` and ``[lifecycle]``: the
 ``CreateRepository`` request, the lifecycle policy document (validated by
-:mod:`pipeline.lifecycle`, the same rules ``pipeline prune`` evaluates), and the repository
+:mod:`pipeline.hygiene.lifecycle`, the same rules ``pipeline prune`` evaluates), and the repository
 policy that lets other accounts pull (and, if configured, push). :func:`ensure` compares
 each repository with that and makes only the missing changes, through
 :class:`pipeline.tools.ecr.EcrClient` (boto3).
@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import log
+from pipeline.access.registries import ecr_region
 from pipeline.config import Config, EcrConfig, RegistryConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UsageError
 from pipeline.hygiene import lifecycle
+from pipeline.retry import RetryPolicy
+from pipeline.tools.ecr import EcrClient
 
 PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 PUSH_ACTIONS = ("ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart")
@@ -216,12 +219,10 @@ def put_if_different(have: Any, want: Any, put: Callable[[], object]) -> bool:
     put()
     return True
 
+
 def ensure(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None = None, source: str = "config",
            client_factory: Callable[[str, Mapping[str, str]], Any] | None = None) -> list[RepositoryResult]:
     """Create missing repositories with ``[ecr]``'s settings, align what ECR can change, put the policies."""
-    from pipeline.retry import RetryPolicy
-    from pipeline.tools.ecr import EcrClient
-
     regs = ecr_registries(cfg, registries)
     want = settings(cfg.ecr)
     lifecycle = lifecycle_document(cfg, source)
@@ -231,8 +232,6 @@ def ensure(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None 
     results: list[RepositoryResult] = []
     logger = log.get()
     for reg in regs:
-        from pipeline.access.registries import ecr_region
-
         client = make(ecr_region(reg, env), env)
         account = reg.ecr_account
         for repo in repositories(cfg, reg):
@@ -282,3 +281,22 @@ def policy_json(document: Mapping[str, Any]) -> str:
 __all__ = ["PULL_ACTIONS", "PUSH_ACTIONS", "RepositoryResult", "RepositorySettings", "create_request", "drift",
            "ecr_registries", "ensure", "lifecycle_document", "policy_json", "principal_arn", "repositories",
            "repository_policy", "same_document", "settings"]
+
+
+def policy(cfg: Config, env: Mapping[str, str], *, registries: list[str] | None = None,
+           apply: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """``pipeline ecr policy``: the repository policy for [ecr]'s principals, set on every ECR
+    repository with ``apply``; the document and ``registry:repository`` where it was set."""
+    document = repository_policy(cfg.ecr)
+    if document is None:
+        raise UsageError("pipeline ecr policy: [ecr] names no principals (pull_principals, push_principals or"
+                         " pull_organizations)")
+    applied: list[str] = []
+    if apply:
+        for reg in ecr_registries(cfg, registries):
+            client = EcrClient(ecr_region(reg, env), env, policy=RetryPolicy.from_config(cfg.retry))
+            for repo in repositories(cfg, reg):
+                client.set_repository_policy(repo, reg.ecr_account, document)
+                applied.append(f"{reg.name}:{repo}")
+                log.get().info("ecr.policy_set", registry=reg.name, repository=repo)
+    return document, applied

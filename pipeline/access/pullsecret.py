@@ -13,21 +13,29 @@
   token goes from ``aws ecr get-login-password`` through shell builtins into a file in a
   memory volume; it is on no command line.
 
-Nothing here logs or prints; the caller decides where the YAML goes (a 0600 file or stdout).
+The builders are pure and print nothing; :func:`make` resolves the registry's credentials (as a
+release does) and renders the YAML, :func:`write_private` puts it in a 0600 file and :func:`apply`
+hands it to ``kubectl`` on stdin. The CLI decides where it goes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline import log
 from pipeline.ci_files import yamltext
+from pipeline.errors import UsageError
 from pipeline.tools.registry import DOCKER_HUB_HOSTS, DOCKER_HUB_KEY, Credentials
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pipeline"}
@@ -162,6 +170,64 @@ def render(docs: list[dict[str, Any]], *, registry: str, refresh: bool) -> str:
     return yamltext.dump_all(docs, header="\n".join(header))
 
 
+@dataclass(frozen=True)
+class PullSecret:
+    text: str                      # the YAML (it holds the credential)
+    registry: str
+    host: str
+    documents: int
+    refresh: bool                  # an ECR refresh CronJob is part of it
+
+
+def make(cfg: Config, env: Mapping[str, str], *, registry: str, name: str, namespace: str,
+         service_account_name: str | None = None, no_refresh: bool = False, role_arn: str | None = None,
+         schedule: str | None = None) -> PullSecret:
+    """The pull secret for one configured registry, from the credentials a release would use."""
+    from pipeline.access.registries import Access, ecr_region
+
+    reg = cfg.registry(registry)
+    if reg.auth == "none":
+        raise UsageError(f"pipeline pull-secret: registry '{reg.name}' has auth = \"none\": nodes pull without a"
+                         " secret")
+    refresh = None
+    if reg.is_ecr and reg.auth == "ecr" and not no_refresh:
+        refresh = RefreshOptions(region=ecr_region(reg, env), role_arn=role_arn, schedule=schedule or REFRESH_SCHEDULE)
+    with Access(cfg, env) as access:
+        creds = access.credentials(reg)
+    if creds is None:
+        raise UsageError(f"pipeline pull-secret: no credentials for registry '{reg.name}' ({reg.host}) in the docker"
+                         " config; run 'pipeline login' first or configure username_env/password_env")
+    try:
+        docs = documents(name=name, namespace=namespace, host=reg.host, creds=creds, registry=reg.name,
+                         service_account_name=service_account_name, refresh=refresh)
+    except ValueError as exc:
+        raise UsageError(f"pipeline pull-secret: {exc}") from None
+    return PullSecret(render(docs, registry=reg.name, refresh=refresh is not None), reg.name, reg.host, len(docs),
+                      refresh is not None)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def apply(secret_yaml: str, *, name: str, namespace: str, service_account_name: str | None = None) -> None:
+    """``kubectl apply -f -`` (the secret on stdin), then the service account patch."""
+    from pipeline.tools import login as tools
+
+    tools.kubectl_run(tools.kubectl_apply_argv(), input=secret_yaml, what=f"kubectl apply (pull secret {name})")
+    if service_account_name:
+        patch = json.dumps(service_account_patch(name))
+        tools.kubectl_run(tools.kubectl_patch_sa_argv(service_account_name, namespace, patch),
+                          what=f"kubectl patch serviceaccount {service_account_name}")
+
+
 __all__ = ["AWS_CLI_IMAGE", "KUBECTL_IMAGE", "REFRESH_SCHEDULE", "RefreshOptions", "check_name", "docker_config",
            "documents", "ecr_refresh", "render", "secret", "server_key", "service_account",
-           "service_account_patch"]
+           "service_account_patch", "PullSecret", "make", "write_private", "apply"]

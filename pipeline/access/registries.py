@@ -17,8 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ from pipeline.tools.registry import (
     credentials_from_env,
     docker_config_dir,
 )
-
 
 #: Refresh credentials that expire (ECR tokens: 12 h) this long before they do.
 REFRESH_MARGIN_S = 3600.0

@@ -23,15 +23,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline import log
+from pipeline.access.registries import Access
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, ToolError
-from pipeline.refs import platform_key
-from pipeline.access.registries import Access
 from pipeline.metadata.tags import TagsOutput
+from pipeline.refs import platform_key
 from pipeline.tools import buildx
 from pipeline.tools.git import Git
-from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError, index_platforms
+from pipeline.tools.registry import (
+    INDEX_TYPES,
+    OCI_INDEX,
+    Registry,
+    RegistryError,
+    index_platforms,
+)
 
 SKIP_DIRS = {".git", ".nox", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "dist", ".pipeline"}
 NOT_LABEL_INPUTS = ("org.opencontainers.image.created",)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ci_files import yamltext
-from pipeline.config import Config, RegistryConfig
 from pipeline.ci_files.yamltext import Comment
+from pipeline.config import Config, RegistryConfig
 
 KINDS = ("github", "gitlab", "jenkins")
 DEFAULT_PATHS = {"github": Path(".github/workflows/release.yml"), "gitlab": Path(".gitlab-ci.yml"),
@@ -390,3 +390,22 @@ def render(kind: str, cfg: Config, config_path: str | os.PathLike[str]) -> str:
 
 __all__ = ["DEFAULT_PATHS", "KINDS", "SecretVar", "default_branch", "github", "gitlab", "jenkins", "render",
            "secret_vars"]
+
+
+def write(kind: str, cfg: Config, config_path: str | os.PathLike[str], output: str | None = None, *,
+          force: bool = False) -> tuple[Path, str]:
+    """``pipeline ci-init KIND``: write the file (atomically; an existing one only with ``force``);
+    where it went and the sentence saying what it does."""
+    from pipeline.errors import UsageError
+
+    text = render(kind, cfg, config_path)
+    target = Path(output) if output else DEFAULT_PATHS[kind]
+    if target.exists() and not force:
+        raise UsageError(f"pipeline ci-init: {target} exists; pass --force to replace it (or --output FILE)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    names = ", ".join(s.env for s in secret_vars(cfg)) or "none"
+    return target, (f"wrote {target}: plan on pull requests, release on tags {', '.join(cfg.ci.release_tags)} and"
+                    f" branch {default_branch(cfg)} ({cfg.build.mode} build); credentials it expects: {names}")

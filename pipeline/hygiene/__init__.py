@@ -1,1 +1,2 @@
-"""hygiene"""
+"""Registry hygiene: ECR lifecycle rules on any registry (the policy and its evaluation), the
+registry walker, ``prune`` and ``inventory`` (commands, not release stages)."""

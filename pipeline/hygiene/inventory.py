@@ -1,6 +1,6 @@
 """``pipeline inventory``: every image in every configured registry, as a table and a static HTML page.
 
-For each registry and repository (the same walk as ``prune``: pipeline/hygiene.py) and each image:
+For each registry and repository (the same walk as ``prune``: pipeline/hygiene/walker.py) and each image:
 tags, digest, platforms, **signed** (a signature that verifies with the configured key: ``cosign
 verify`` by digest, as the verify stage does it), **scanned** (the release manifests' scan verdict
 for the digest, else a cosign vulnerability attestation), age and its source, and the lifecycle
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import log
-from pipeline.hygiene import walker as hygiene
-from pipeline.sign import keys
+from pipeline.access.registries import Access
 from pipeline.config import Config
 from pipeline.errors import ConfigError, InfraError, PipelineError
-from pipeline.access.registries import Access
 from pipeline.hygiene import lifecycle, prune
+from pipeline.hygiene import walker as hygiene
+from pipeline.sign import keys
 from pipeline.tools import cosign
 from pipeline.tools.registry import RegistryError
 from pipeline.tools.vendors import VendorError

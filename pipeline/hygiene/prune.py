@@ -2,7 +2,7 @@
 
 Not a release stage (the release never deletes): ``pipeline prune`` walks the repositories of the
 configured registries (:func:`targets`), gives every image a push time from the best source it has
-(pipeline/hygiene.py), evaluates the ECR rules (pipeline/lifecycle.py) and prints one row per image:
+(pipeline/hygiene/walker.py), evaluates the ECR rules (pipeline/hygiene/lifecycle.py) and prints one row per image:
 digest, tags, age and its source, the rule that claimed it, keep or expire.
 
 Which rules where:
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import log
-from pipeline.hygiene import walker as hygiene
-from pipeline.hygiene import lifecycle
+from pipeline.access.registries import Access
 from pipeline.config import Config, RegistryConfig
 from pipeline.errors import ConfigError, InfraError
-from pipeline.access.registries import Access
+from pipeline.hygiene import lifecycle
+from pipeline.hygiene import walker as hygiene
 from pipeline.tools import vendors
 
 CONCURRENCY = 8
@@ -224,3 +224,14 @@ def run(config: Config, env: Mapping[str, str], *, now: datetime, apply: bool = 
         finally:
             for b in backends.values():
                 b.close()
+
+
+def ecr_policy(config: Config, source: str = "config") -> tuple[str, int]:
+    """``pipeline prune --emit-ecr-policy``: the [lifecycle] rules as an ECR lifecycle policy document
+    (JSON text) and how many rules it has. The built-in candidate rule cannot be expressed in ECR."""
+    policy = lifecycle.policy(config.lifecycle, source)
+    if config.lifecycle.keep_candidates:
+        log.get().warning("policy.builtin_left_out", rule="staging candidates",
+                          note="ECR cannot select images whose tags are all candidate tags; the document"
+                               " holds the [lifecycle] rules only")
+    return policy.ecr_json(), len(policy.to_ecr()["rules"])

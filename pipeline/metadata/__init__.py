@@ -1,1 +1,2 @@
-"""metadata"""
+"""Release metadata: the CI context, docker/metadata-action's tag rules (versions, dates, the
+Handlebars subset) and the tags stage that turns them into tags, labels and annotations."""

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config, log
-from pipeline.scan import db as scandb
+from pipeline.access.registries import Access
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.access.registries import Access
+from pipeline.scan import db as scandb
+from pipeline.scan import results
 from pipeline.scan.policy import evaluate, load_policy
 from pipeline.scan.reports import PlatformResult, table
-from pipeline.scan import results
 
 
 def load_for_report(path: str | None, env: Mapping[str, str]) -> config.ScanConfig:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import log
+from pipeline.access.registries import Access
 from pipeline.config import Config, _default_insecure
 from pipeline.errors import ConfigError, InfraError
 from pipeline.refs import RefError, parse
-from pipeline.access.registries import Access
 from pipeline.retry import RetryPolicy
 from pipeline.tools import trivy
 from pipeline.tools.registry import (

@@ -28,9 +28,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.scan import doublestar
-from pipeline.scan import purl
 from pipeline.errors import ConfigError
+from pipeline.scan import doublestar, purl
 from pipeline.scan.results import Report
 from pipeline.tools.trivy import SEVERITIES, STATUSES
 

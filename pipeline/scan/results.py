@@ -18,7 +18,6 @@ from typing import Any
 
 from pipeline.tools.trivy import SCANNERS, SEVERITIES, STATUSES, DBInfo
 
-
 # --------------------------------------------------------------------------- scan cache
 
 

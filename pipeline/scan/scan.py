@@ -16,15 +16,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline import log
-from pipeline.scan import db as scandb
+from pipeline.access.registries import Access
+from pipeline.build.build import BuildOutput
 from pipeline.context import Context
 from pipeline.errors import PolicyError, ToolError
-from pipeline.access.registries import Access
+from pipeline.scan import db as scandb
 from pipeline.scan.policy import Policy, evaluate, load_policy
-from pipeline.scan.reports import PlatformResult, failure_message, markdown, table, write_all
-from pipeline.build.build import BuildOutput
-from pipeline.tools import trivy
+from pipeline.scan.reports import (
+    PlatformResult,
+    failure_message,
+    markdown,
+    table,
+    write_all,
+)
 from pipeline.scan.results import ReportError, ScanCache, parse_report
+from pipeline.tools import trivy
 
 
 @dataclass(frozen=True)

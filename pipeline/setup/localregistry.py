@@ -583,6 +583,64 @@ def basic_auth_header(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+# --------------------------------------------------------------------------- `pipeline registry`
+
+
+def command(action: str, *, name: str = "local", user: str | None = None, password: str | None = None,
+            port: int = 5000, bind: str = "127.0.0.1", data_dir: Path | None = None, auth: bool = False,
+            tls: bool = False, delete: bool = True, trust: bool = False, certs_d: Path | None = None,
+            state_root: Path = DEFAULT_STATE_ROOT) -> tuple[dict[str, Any], str, int]:
+    """``pipeline registry start|stop|status|adduser``: (data, text, exit code). ``password`` is the
+    new user's (adduser), read by the CLI from stdin or the environment."""
+    from pipeline.errors import UsageError
+
+    htpasswd = state_root / name / "htpasswd"
+    if action == "adduser":
+        if not user:
+            raise UsageError("pipeline registry adduser: the user name is needed (pipeline registry adduser NAME)")
+        if not password:
+            raise UsageError("pipeline registry adduser: give the password on stdin or in"
+                             " PIPELINE_REGISTRY_PASSWORD (never on the command line)")
+        log.register_secret(password)
+        add_user(htpasswd, user, password)
+        text = f"user {user} added to {htpasswd} (restart the registry with --auth to require it)"
+        return {"name": name, "user": user, "htpasswd": str(htpasswd)}, text, 0
+    if action == "stop":
+        stopped = stop(name, state_root=state_root)
+        return {"name": name, "stopped": stopped}, f"registry {name}: {'stopped' if stopped else 'was not running'}", 0
+    if action == "start":
+        if auth and not htpasswd.exists():
+            raise UsageError(f"pipeline registry start --auth: no users yet; run 'pipeline registry adduser NAME'"
+                             f" first ({htpasswd})")
+        inst = start(name, port=port, state_root=state_root, bind=bind, data_dir=data_dir,
+                     htpasswd=htpasswd if auth else None, delete=delete, tls=tls)
+    else:
+        inst = status(name, state_root=state_root)
+    trusted: list[str] = []
+    if trust:
+        if inst is None or not inst.tls:
+            raise UsageError("pipeline registry --trust: goes with a running registry started with --tls")
+        trusted = [str(p) for p in trust_certificate(inst, certs_d or DOCKER_CERTS_D)]
+    if inst is None:
+        return {"name": name, "running": False}, f"registry {name}: not running", 0 if action != "status" else 3
+    data = {"name": inst.name, "running": True, "address": inst.host, "pid": inst.pid, "data_dir": str(inst.data_dir),
+            "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend,
+            "ca_cert": str(inst.ca_cert) if inst.ca_cert else None, "certs_d": trusted,
+            "certs_d_hint": None if trusted else inst.certs_d_hint}
+    lines = [f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in"
+             f" {inst.data_dir}; auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
+             f"tls {'on' if inst.tls else 'off'}"]
+    if trusted:
+        lines.append("docker trusts its certificate: " + ", ".join(trusted))
+    elif inst.tls and inst.ca_cert:
+        lines += [certs_d_hint(h, inst.ca_cert) for h in certs_d_hosts(inst)]
+        lines.append("(or run again with --trust to do it)")
+    if inst.auth and action == "start":
+        lines.append(f"clients log in with: pipeline login --registry NAME --username USER --password-stdin"
+                     f" (or docker login {inst.host}); releases can read auth = \"env\" variables instead")
+    return data, "\n".join(lines), 0
+
+
 __all__ = [
     "AccessLine",
     "RegistryInstance",
@@ -593,6 +651,7 @@ __all__ = [
     "last_instance",
     "trust_certificate",
     "client_host",
+    "command",
     "completed_mounts",
     "completed_uploads",
     "config_yaml",

@@ -6,7 +6,7 @@
 The result is an OCI index (``oci-mediatypes=true``, no provenance attestation). Built with ``docker buildx build --platform … --push`` (the default
 ``docker`` driver on the containerd image store builds several platforms in one call; the
 foreign ones run their ``RUN`` steps under QEMU) and pushed to a registry, usually a local
-one (:mod:`pipeline.tools.localregistry`).
+one (:mod:`pipeline.setup.localregistry`).
 
 Re-runs are cheap: the image is also tagged ``busybox-<key12>``, where the key hashes the
 busybox binaries, the Dockerfile, the /etc files and the platforms. When that tag exists in
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import proc
 from pipeline.setup import toolchain
+from pipeline.tools import proc
 
 DEFAULT_REPOSITORY = "pipeline/offline-base"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")

@@ -26,9 +26,9 @@ functions that look at the machine feed them. Every process starts in :mod:`pipe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import importlib.util
 import platform
 import re
 import shutil
@@ -39,6 +39,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import ToolError
 from pipeline.tools import proc
@@ -917,3 +918,22 @@ def _log_tail(start: int) -> str:
         return "no log"
     errs = [ln for ln in lines if "level=error" in ln or "level=fatal" in ln or "failed" in ln.lower()]
     return (errs or lines or ["no output"])[-1].strip()[:300]
+
+
+def doctor(*, install_missing: bool = False) -> tuple[dict[str, Any], str]:
+    """``pipeline doctor [--install]``: what it did, and every tool's state (data, text)."""
+    actions: list[str] = []
+    if install_missing:
+        actions = list(install())
+        actions.append(f"dockerd: {ensure_dockerd()}")
+    statuses = probe()
+    data = {"actions": actions, "tools": [
+        {"name": s.name, "found": s.found, "version": s.version, "detail": s.detail, "needed_by": list(s.needed_by)}
+        for s in statuses]}
+    lines = [f"did: {a}" for a in actions]
+    width = max(len(s.name) for s in statuses)
+    for s in statuses:
+        mark = "ok  " if s.found else "MISS"
+        needed = f"  (needed by: {', '.join(s.needed_by)})" if s.needed_by else ""
+        lines.append(f"{mark} {s.name:<{width}}  {s.version or '-':<12} {s.detail}{needed}")
+    return data, "\n".join(lines)

@@ -31,8 +31,8 @@ from pathlib import Path
 from pipeline import log
 from pipeline.config import SignConfig
 from pipeline.errors import ConfigError, InfraError, UsageError
-from pipeline.tools import cosign
 from pipeline.refs import KeyRef, parse_key_ref
+from pipeline.tools import cosign
 
 DEV_DIR = ".pipeline"
 PASSWORD_SUFFIX = ".password"

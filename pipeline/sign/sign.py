@@ -11,16 +11,16 @@ after. Why:
   or their fallback index, appending to other keys' signatures), where copying would have to
   merge signature manifests and referrer indexes by hand;
 * a registry reached by a later promotion gets signed when this stage runs for it; artifacts
-  copied along by other tools (``cosign copy``, :func:`pipeline.attachments.copy_attachments`)
+  copied along by other tools (``cosign copy``, :func:`pipeline.sign.attachments.copy_attachments`)
   verify there too, because cosign does not bind the repository name, and they count as ours.
 
 The price: one signature (and, with the tlog on, one Rekor entry) per registry instead of one in
 total. The SBOM is made once per platform (Trivy CycloneDX, from staging by digest) and attested
 in every registry (``cosign attest --type cyclonedx`` on the platform manifest).
 
-**Idempotent:** before signing, :func:`pipeline.attachments.listing` reads what the registry holds
+**Idempotent:** before signing, :func:`pipeline.sign.attachments.listing` reads what the registry holds
 for the digest; when something of that kind is there, ``cosign verify`` with our key decides
-whether it is ours (see :func:`pipeline.attachments.decide`). A re-release adds nothing.
+whether it is ours (see :func:`pipeline.sign.attachments.decide`). A re-release adds nothing.
 
 All registries must succeed: one failure fails the stage, and the tag stage then writes no
 release tag anywhere.
@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from pipeline import log
-from pipeline.sign import keys
-from pipeline.sign.attachments import SIGNATURE, decide, listing
+from pipeline.access.registries import Access
+from pipeline.build.build import BuildOutput
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
-from pipeline.access.registries import Access
-from pipeline.build.build import BuildOutput
+from pipeline.sign import keys
+from pipeline.sign.attachments import SIGNATURE, decide, listing
 from pipeline.stage import no_tags_reason
 from pipeline.stages.copy import CopyOutput
 from pipeline.tools import cosign, trivy

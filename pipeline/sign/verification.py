@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import log
-from pipeline.sign import keys
-from pipeline.config import Config, RegistryConfig
 from pipeline.access.registries import Access
+from pipeline.config import Config, RegistryConfig
+from pipeline.sign import keys
 from pipeline.tools import cosign
 from pipeline.tools.registry import INDEX_TYPES, Registry, index_platforms
 
@@ -213,3 +213,19 @@ def targets_for(config: Config, ref: str) -> tuple[list[Target], str | None]:
         reg = RegistryConfig(name=parsed.registry.replace(":", "_"), url=parsed.registry, auth="docker")
     reference = parsed.tag or parsed.digest or "latest"
     return [Target(reg, parsed.repository, reference)], parsed.digest
+
+
+def verify_ref(config: Config, env: Mapping[str, str], ref: str, digest: str | None = None) -> Report:
+    """``pipeline verify REF [--digest D]``: the checks for REF in every registry it names."""
+    from pipeline import refs
+    from pipeline.errors import UsageError
+
+    try:
+        targets, named = targets_for(config, ref)
+    except (ValueError, refs.RefError) as exc:
+        raise UsageError(f"pipeline verify: {exc}") from None
+    if digest and not refs.DIGEST.match(digest):
+        raise UsageError(f"pipeline verify --digest: '{digest}' is not a sha256 digest")
+    if not targets:
+        raise UsageError("pipeline verify: the config names no registry to look in")
+    return verify(config, env, targets, expected=digest or named)

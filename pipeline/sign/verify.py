@@ -3,7 +3,7 @@ and (with ``[sign] enabled``) cosign verifies the digest's signature with the co
 or keyless identity, and each platform's CycloneDX SBOM attestation.
 
 Checked over the registry API and with cosign (not assumed from what the tag or sign stages
-did); :mod:`pipeline.verification` is the engine, shared with ``pipeline verify REF``.
+did); :mod:`pipeline.sign.verification` is the engine, shared with ``pipeline verify REF``.
 A failure names the registry, the reference and the reason, and exits 1.
 """
 
@@ -15,8 +15,8 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PolicyError
-from pipeline.stage import no_tags_reason
 from pipeline.sign.verification import Target, verify
+from pipeline.stage import no_tags_reason
 
 
 @dataclass(frozen=True)

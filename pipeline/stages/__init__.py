@@ -1,1 +1,3 @@
-"""One module per stage of the release; the order lives in pipeline/plan.py."""
+"""The release stages that belong to no capability: copy (upload to every release registry),
+tag (the release tags, last) and report. The others live in their capability's package; the
+order of all of them is the RELEASE tuple in pipeline/plan.py."""

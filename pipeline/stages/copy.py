@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pipeline import log
-from pipeline.config import RegistryConfig
-from pipeline.context import Context
-from pipeline.stage import no_tags_reason
-from pipeline.errors import InfraError, PipelineError
 from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
+from pipeline.config import RegistryConfig
+from pipeline.context import Context
+from pipeline.errors import InfraError, PipelineError
+from pipeline.stage import no_tags_reason
 from pipeline.tools.registry import copy_manifest_tree
 
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pipeline import log
-from pipeline.context import Context
-from pipeline.errors import InfraError, PolicyError
 from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
+from pipeline.context import Context
+from pipeline.errors import InfraError, PolicyError
+from pipeline.metadata.tags import TagsOutput
 from pipeline.stage import no_tags_reason
 from pipeline.stages.copy import CopyOutput
-from pipeline.metadata.tags import TagsOutput
 
 GATES = (("build", "build"), ("scan", "scan"), ("copy", "copy_"), ("sign", "sign"))
 

@@ -3,7 +3,7 @@
 The gate never lets Trivy decide: scans run without ``--exit-code``, without
 ``--severity`` and with Trivy's own ignore files and filter variables neutralised
 (``NEUTRAL_ENV``, an empty working directory), so the JSON holds every finding
-and :mod:`pipeline.scanpolicy` judges it. Facts: specs/trivy.md.
+and :mod:`pipeline.scan.policy` judges it. Facts: specs/trivy.md.
 
 The DB is fetched in its own step (``--download-db-only``, one ``--db-repository``
 at a time, in the configured order) and every scan then runs with

@@ -26,10 +26,8 @@ import pytest
 
 from pipeline import log
 from pipeline.errors import ToolError
-from pipeline.tools import proc
-from pipeline.setup import localregistry
-from pipeline.setup import toolchain
-from pipeline.tools import docker
+from pipeline.setup import localregistry, toolchain
+from pipeline.tools import docker, proc
 
 HERE = Path(__file__).parent.resolve()
 

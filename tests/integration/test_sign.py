@@ -371,8 +371,8 @@ def test_copied_signatures_verify_in_another_repository(released, registries):
 def test_development_key_is_generated_once_with_a_warning(tmp_path):
     from structlog.testing import capture_logs
 
-    from pipeline.sign import keys
     from pipeline.config import SignConfig
+    from pipeline.sign import keys
     from pipeline.tools import cosign as cosign_tool
 
     key = tmp_path / ".pipeline" / "cosign.key"

@@ -1,4 +1,4 @@
-"""A stand-in for pipeline.registries.Access in unit tests: no credentials, no clients unless given."""
+"""A stand-in for pipeline.access.registries.Access in unit tests: no credentials, no clients unless given."""
 
 from __future__ import annotations
 

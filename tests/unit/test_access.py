@@ -14,8 +14,8 @@ import pytest
 from pipeline import config
 from pipeline.access import registries
 from pipeline.cli import main
-from pipeline.tools import ecr as tools_ecr
 from pipeline.setup import localregistry
+from pipeline.tools import ecr as tools_ecr
 from pipeline.tools.registry import Credentials
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"

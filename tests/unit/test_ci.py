@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.metadata.ci import (
     CIInfo,
     detect,
@@ -25,7 +26,6 @@ from pipeline.metadata.ci import (
     ref_from_decorations,
     strip_remote,
 )
-from pipeline.errors import ConfigError
 from pipeline.tools.git import Git, GitReader
 
 SHA = "860c1904a1ce19322e91ac35af1ab07466440c37"          # pushed commit
@@ -42,7 +42,6 @@ URL = "https://github.com/acme/widget"
 # ---------------------------------------------------------------------------
 
 from tests.support.fakegit import FakeGit  # noqa: E402
-
 
 NO_REPO = FakeGit(symbolic=None, decorations=None, tags=None, sha=None, times={})
 

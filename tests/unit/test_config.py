@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hygiene import lifecycle
 from pipeline import config
 from pipeline.errors import EXIT_USAGE, ConfigError
+from pipeline.hygiene import lifecycle
 
 MINIMAL = '[image]\nname = "app"\n'
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ToolError
 from pipeline import refs
+from pipeline.errors import ToolError
 from pipeline.tools import cosign as c
 from pipeline.tools.cosign import Signing, Verifying
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.dates: moment.js ``format()`` and moment-timezone ``tz()``.
+"""Tests for pipeline.metadata.dates: moment.js ``format()`` and moment-timezone ``tz()``.
 
 Sources of expected values (named per block): moment ``src/test/moment/format.js``,
 ``src/test/locale/en.js``, docker/metadata-action ``__tests__/meta.test.ts`` and

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.hygiene import walker as hygiene
-from pipeline.hygiene import inventory
-from pipeline.hygiene import lifecycle
 from pipeline.cli import main
 from pipeline.errors import EXIT_USAGE
+from pipeline.hygiene import inventory, lifecycle
+from pipeline.hygiene import walker as hygiene
 from pipeline.hygiene.walker import Attachment, Image, Snapshot
 from pipeline.retry import RetryPolicy
 from pipeline.tools import vendors

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.hygiene import lifecycle as L
 from pipeline.errors import EXIT_USAGE, ConfigError
+from pipeline.hygiene import lifecycle as L
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 

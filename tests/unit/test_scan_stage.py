@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.metadata.ci import CIInfo
+from pipeline.build.build import BuildOutput
 from pipeline.cli import main
 from pipeline.context import Context
 from pipeline.errors import PolicyError
+from pipeline.metadata.ci import CIInfo
 from pipeline.plan import RELEASE, Runner
 from pipeline.scan import scan as scan_stage
-from pipeline.build.build import BuildOutput
 from pipeline.stages.tag import unmet_gates
 from pipeline.tools import trivy
 from tests.support.fakeaccess import fake_access

@@ -9,9 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.scan import doublestar
-from pipeline.scan import purl
 from pipeline.errors import ConfigError
+from pipeline.scan import doublestar, purl, results
 from pipeline.scan.policy import (
     Finding,
     Policy,
@@ -23,7 +22,6 @@ from pipeline.scan.policy import (
     parse_trivyignore_yaml,
 )
 from pipeline.tools import trivy
-from pipeline.scan import results
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 VARIANTS = json.loads((DATA / "variants.json").read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.scan import results as trivy_results
 from pipeline.scan.policy import Policy, evaluate, parse_exceptions
 from pipeline.scan.reports import (
     PlatformResult,
@@ -21,7 +22,6 @@ from pipeline.scan.reports import (
     table,
     write_all,
 )
-from pipeline.scan import results as trivy_results
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 TODAY = date(2026, 11, 26)

@@ -14,17 +14,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline import config, refs
-from pipeline.sign import keys
-from pipeline.sign.attachments import Listing
-from pipeline.metadata.ci import CIInfo
+from pipeline.build.build import BuildOutput
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError
-from pipeline.sign import sign as sign_stage
-from pipeline.build.build import BuildOutput
-from pipeline.stages.copy import CopyOutput, RegistryCopy
-from pipeline.sign.sign import Sign
-from pipeline.metadata.tags import TagsOutput
+from pipeline.metadata.ci import CIInfo
 from pipeline.metadata.rules import TagResult
+from pipeline.metadata.tags import TagsOutput
+from pipeline.sign import keys
+from pipeline.sign import sign as sign_stage
+from pipeline.sign.attachments import Listing
+from pipeline.sign.sign import Sign
+from pipeline.stages.copy import CopyOutput, RegistryCopy
 from pipeline.tools import cosign
 from tests.support.fakeaccess import fake_access
 

@@ -1,4 +1,4 @@
-"""Pure parts of pipeline.tools.toolchain, fed with outputs recorded on a bookworm machine
+"""Pure parts of pipeline.setup.toolchain, fed with outputs recorded on a bookworm machine
 (tests/data/toolchain/) after toolchain.install() and ensure_dockerd()."""
 
 from __future__ import annotations

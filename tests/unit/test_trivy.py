@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ToolError
-from pipeline.tools import proc, trivy
 from pipeline.scan import results
+from pipeline.tools import proc, trivy
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 IMAGE = "127.0.0.1:5000/app@sha256:" + "a" * 64

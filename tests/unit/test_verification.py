@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from pipeline import config
-from pipeline.sign import verification
 from pipeline.cli import main
+from pipeline.sign import verification
 from pipeline.sign.verification import Check, Report, Target
 from tests.support.fakeaccess import fake_access
 

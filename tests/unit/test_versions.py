@@ -1,4 +1,4 @@
-"""Tests for pipeline.versions: node-semver (strict) and @renovate/pep440 as metadata-action uses them.
+"""Tests for pipeline.metadata.versions: node-semver (strict) and @renovate/pep440 as metadata-action uses them.
 
 Expected values come from the libraries' own test suites and from
 docker/metadata-action ``__tests__/meta.test.ts``; each block names its source.
