@@ -17,14 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 from pipeline import __version__, config, log
 from pipeline.context import Context, Options, source_date
-from pipeline.errors import (
-    EXIT_INFRA,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_POLICY,
-    PipelineError,
-    UsageError,
-)
+from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, PipelineError, UsageError
 from pipeline.metadata import ci
 
 

@@ -16,31 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline import log
 from pipeline.access.registries import Access
+from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest, dockerfile_arg_default
+from pipeline.build.merge import ensure_index, merge_index, platform_manifest
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, ToolError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.refs import platform_key
 from pipeline.tools import buildx
-from pipeline.tools.git import Git
-from pipeline.tools.registry import (
-    INDEX_TYPES,
-    OCI_INDEX,
-    Registry,
-    RegistryError,
-    index_platforms,
-)
-
-SKIP_DIRS = {".git", ".nox", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "dist", ".pipeline"}
-NOT_LABEL_INPUTS = ("org.opencontainers.image.created",)
+from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError, index_platforms
 
 
 @dataclass(frozen=True)
@@ -84,50 +74,6 @@ def staging_target(ctx: Context) -> tuple[RegistryConfig, str]:
         raise ConfigError(f"{ctx.config_path}: registries: at least one [[registries]] entry is needed to build"
                           " (the staging registry)")
     return reg, reg.repository(ctx.config.staging.repository or ctx.config.image.name)
-
-
-def context_digest(context: Path) -> str:
-    """The build context's content: git's tree id when committed and clean, else a content hash."""
-    git = Git(context)
-    if git.is_clean(".") and (tree := git.tree_hash(_relative_to_top(git, context))):
-        return f"git:{tree}"
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(context):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in sorted(files):
-            path = Path(root) / name
-            rel = path.relative_to(context).as_posix()
-            h.update(rel.encode() + b"\0")
-            try:
-                if path.is_symlink():
-                    h.update(os.readlink(path).encode())
-                else:
-                    with path.open("rb") as fh:
-                        for chunk in iter(lambda: fh.read(1 << 20), b""):
-                            h.update(chunk)
-            except OSError:
-                continue
-            h.update(b"\0")
-    return f"content:{h.hexdigest()}"
-
-
-def _relative_to_top(git: Git, context: Path) -> str:
-    top = git.toplevel()
-    if not top:
-        return "."
-    try:
-        return Path(context).resolve().relative_to(Path(top).resolve()).as_posix()
-    except ValueError:
-        return "."
-
-
-def build_key(inputs: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-
-
-def dockerfile_arg_default(dockerfile_text: str, name: str) -> str | None:
-    m = re.search(rf"^\s*ARG\s+{re.escape(name)}\s*=\s*(\S+)\s*$", dockerfile_text, re.M | re.I)
-    return m.group(1).strip("\"'") if m else None
 
 
 def base_image_reachable(image: str) -> tuple[bool, str]:
@@ -368,50 +314,3 @@ class Build:
         body, media, _ = client.manifest_get(repo, digest)
         platforms = index_platforms(json.loads(body))
         return BuildOutput(reg.name, repo, digest, platforms, key, tag, reused, base, body, media)
-
-
-# --------------------------------------------------------------------------- index helpers
-
-
-def platform_manifest(client: Registry, repo: str, digest: str, platform: str) -> str:
-    """The image manifest digest for ``platform`` (a single-platform push may be an index)."""
-    body, media, _ = client.manifest_get(repo, digest)
-    if media not in INDEX_TYPES:
-        return digest
-    platforms = index_platforms(json.loads(body))
-    if platform in platforms:
-        return platforms[platform]
-    if len(platforms) == 1:
-        return next(iter(platforms.values()))
-    raise InfraError(f"build: {repo}@{digest} has no {platform} image ({', '.join(platforms)})")
-
-
-def _descriptor(client: Registry, repo: str, digest: str) -> dict[str, Any]:
-    body, media, _ = client.manifest_get(repo, digest)
-    manifest = json.loads(body)
-    config = json.loads(client.blob_get(repo, manifest["config"]["digest"]))
-    platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
-    if config.get("variant"):
-        platform["variant"] = config["variant"]
-    return {"mediaType": media, "digest": digest, "size": len(body), "platform": platform}
-
-
-def merge_index(client: Registry, repo: str, tag: str, digests: dict[str, str], order: list[str],
-                tags: TagsOutput) -> str:
-    """Put one OCI index over per-platform manifests (configured platform order) under ``tag``."""
-    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-                             "manifests": [_descriptor(client, repo, digests[p]) for p in order]}
-    ann = {k.split(":", 1)[1]: v for k, v in tags.result.annotations.items() if k.startswith("index:")}
-    if ann:
-        index["annotations"] = ann
-    body = json.dumps(index, separators=(",", ":")).encode()
-    return client.manifest_put(repo, tag, body, OCI_INDEX)
-
-
-def ensure_index(client: Registry, repo: str, tag: str, digest: str) -> str:
-    """A single-platform push may be a plain manifest: wrap it so every release is an index."""
-    body, media, _ = client.manifest_get(repo, digest)
-    if media in INDEX_TYPES:
-        return digest
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [_descriptor(client, repo, digest)]}
-    return client.manifest_put(repo, tag, json.dumps(index, separators=(",", ":")).encode(), OCI_INDEX)

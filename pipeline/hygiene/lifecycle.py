@@ -32,12 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import (
-    EcrRule,
-    LifecycleConfig,
-    validate_ecr_document,
-    validate_ecr_rules,
-)
+from pipeline.config import EcrRule, LifecycleConfig, validate_ecr_document, validate_ecr_rules
 from pipeline.errors import ConfigError
 
 # --------------------------------------------------------------------------- the model

@@ -44,20 +44,8 @@ from typing import Any
 from pipeline import log
 from pipeline.errors import InfraError
 from pipeline.hygiene import lifecycle
-from pipeline.sign.attachments import (
-    SIMPLE_SIGNING,
-    is_attachment_tag,
-    parse_attestation_manifest,
-    parse_referrers,
-)
-from pipeline.tools.registry import (
-    INDEX_TYPES,
-    NotFound,
-    Registry,
-    RegistryError,
-    index_platforms,
-    platform_name,
-)
+from pipeline.sign.attachments import SIMPLE_SIGNING, is_attachment_tag, parse_attestation_manifest, parse_referrers
+from pipeline.tools.registry import INDEX_TYPES, NotFound, Registry, RegistryError, index_platforms, platform_name
 from pipeline.tools.vendors import VendorImage, parse_time
 
 CREATED_ANNOTATION = "org.opencontainers.image.created"

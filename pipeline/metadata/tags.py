@@ -7,13 +7,7 @@ from typing import ClassVar
 
 from pipeline.context import Context
 from pipeline.errors import ConfigError
-from pipeline.metadata.rules import (
-    TagResult,
-    TagRuleError,
-    compute,
-    parse_flavor,
-    parse_rules,
-)
+from pipeline.metadata.rules import TagResult, TagRuleError, compute, parse_flavor, parse_rules
 
 
 @dataclass(frozen=True)

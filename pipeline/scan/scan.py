@@ -22,13 +22,7 @@ from pipeline.context import Context
 from pipeline.errors import PolicyError, ToolError
 from pipeline.scan import db as scandb
 from pipeline.scan.policy import Policy, evaluate, load_policy
-from pipeline.scan.reports import (
-    PlatformResult,
-    failure_message,
-    markdown,
-    table,
-    write_all,
-)
+from pipeline.scan.reports import PlatformResult, failure_message, markdown, table, write_all
 from pipeline.scan.results import ReportError, ScanCache, parse_report
 from pipeline.tools import trivy
 

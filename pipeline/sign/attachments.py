@@ -30,13 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.tools.cosign import PREDICATE_TYPES, SIGN_PREDICATE_TYPE
-from pipeline.tools.registry import (
-    NotFound,
-    Registry,
-    RegistryError,
-    copy_manifest_tree,
-    is_digest,
-)
+from pipeline.tools.registry import NotFound, Registry, RegistryError, copy_manifest_tree, is_digest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.build.build import build_key, dockerfile_arg_default
-from pipeline.tools.buildx import (
-    BuildSpec,
-    build_argv,
-    summarize_failure,
-    unsupported_platforms,
-)
+from pipeline.build.key import build_key, dockerfile_arg_default
+from pipeline.tools.buildx import BuildSpec, build_argv, summarize_failure, unsupported_platforms
 from pipeline.tools.registry import index_platforms, platform_name
 
 

@@ -18,14 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.metadata.ci import (
-    CIInfo,
-    detect,
-    detect_provider,
-    normalize_repo_url,
-    ref_from_decorations,
-    strip_remote,
-)
+from pipeline.metadata.ci import CIInfo, detect, detect_provider, normalize_repo_url, ref_from_decorations, strip_remote
 from pipeline.tools.git import Git, GitReader
 
 SHA = "860c1904a1ce19322e91ac35af1ab07466440c37"          # pushed commit

@@ -12,16 +12,7 @@ import pytest
 
 from pipeline.scan import results as trivy_results
 from pipeline.scan.policy import Policy, evaluate, parse_exceptions
-from pipeline.scan.reports import (
-    PlatformResult,
-    failure_message,
-    gitlab,
-    junit,
-    markdown,
-    sarif,
-    table,
-    write_all,
-)
+from pipeline.scan.reports import PlatformResult, failure_message, gitlab, junit, markdown, sarif, table, write_all
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
 TODAY = date(2026, 11, 26)
