@@ -390,10 +390,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _unknown_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str = "") -> None:
+def _ecr_object(data: Any, allowed: Sequence[str], not_an_object: str) -> None:
+    """An ECR JSON object: a mapping with only ``allowed`` keys."""
+    if not isinstance(data, Mapping):
+        raise At("", not_an_object)
     for key in data:
         if key not in allowed:
-            raise At(f"{where}.{key}", f"unknown property (ECR accepts {', '.join(allowed)})")
+            raise At(f".{key}", f"unknown property (ECR accepts {', '.join(allowed)})")
 
 
 def _string_list(value: Any, where: str) -> None:
@@ -422,9 +425,7 @@ class EcrSelection(_Ecr):
     @model_validator(mode="before")
     @classmethod
     def _ecr(cls, sel: Any) -> Any:
-        if not isinstance(sel, Mapping):
-            raise At("", "must be an object")
-        _unknown_keys(sel, ECR_SELECTION_KEYS)
+        _ecr_object(sel, ECR_SELECTION_KEYS, "must be an object")
         status = sel.get("tagStatus")
         if status is None:
             raise At(".tagStatus", "required (tagged, untagged or any)")
@@ -481,9 +482,7 @@ class EcrAction(_Ecr):
     @model_validator(mode="before")
     @classmethod
     def _ecr(cls, action: Any) -> Any:
-        if not isinstance(action, Mapping):
-            raise At("", "must be an object ({\"type\": \"expire\"})")
-        _unknown_keys(action, ECR_ACTION_KEYS)
+        _ecr_object(action, ECR_ACTION_KEYS, "must be an object ({\"type\": \"expire\"})")
         kind = action.get("type")
         if kind is None:
             raise At(".type", "required (expire)")
@@ -506,9 +505,7 @@ class EcrRule(_Ecr):
     @model_validator(mode="before")
     @classmethod
     def _ecr(cls, rule: Any) -> Any:
-        if not isinstance(rule, Mapping):
-            raise At("", "a rule must be an object with rulePriority, selection and action")
-        _unknown_keys(rule, ECR_RULE_KEYS)
+        _ecr_object(rule, ECR_RULE_KEYS, "a rule must be an object with rulePriority, selection and action")
         if "rulePriority" not in rule:
             raise At(".rulePriority", "required (a unique integer; rules apply lowest first)")
         priority = rule["rulePriority"]
