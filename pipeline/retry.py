@@ -1,8 +1,15 @@
 """The one retry policy (tenacity) for every network step.
 
-Errors say whether they are temporary (429, 5xx, resets, timeouts); the policy
-reads that, waits exponentially with jitter, honours Retry-After, and gives up
-after ``attempts`` with the last error (which names the registry).
+Errors say whether they are temporary (429, 5xx, resets, timeouts, truncated bodies); the
+policy reads that, waits exponentially with jitter, honours Retry-After (seconds or an HTTP
+date, already turned into seconds by the client), and gives up after ``attempts`` tries or
+when ``budget_seconds`` (the longest one request keeps retrying) would be exceeded, with the
+last error (which names the registry). A Retry-After longer than what is left of the budget
+gives up at once instead of sleeping past it.
+
+Every wait is logged as ``request.retried`` with the error, the status, the registry's
+Retry-After and the seconds actually waited, so a run can be audited (the fault tests read
+these events).
 """
 
 from __future__ import annotations
@@ -20,46 +27,90 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
+    attempts: int = 10
     initial_seconds: float = 0.5
     max_seconds: float = 30.0
     max_retry_after_seconds: float = 120.0
+    budget_seconds: float = 120.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> RetryPolicy:
-        return cls(cfg.attempts, cfg.initial_seconds, cfg.max_seconds, cfg.max_retry_after_seconds)
+        return cls(cfg.attempts, cfg.initial_seconds, cfg.max_seconds, cfg.max_retry_after_seconds,
+                   cfg.budget_seconds)
 
 
 def is_temporary(exc: BaseException) -> bool:
     return bool(getattr(exc, "temporary", False))
 
 
+def _exception(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None
+
+
+def _retry_after(state: tenacity.RetryCallState, policy: RetryPolicy) -> float | None:
+    value = getattr(_exception(state), "retry_after", None)
+    return None if value is None else min(float(value), policy.max_retry_after_seconds)
+
+
+def _stop(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], bool]:
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= policy.attempts:
+            return True
+        left = policy.budget_seconds - (state.seconds_since_start or 0.0)
+        if left <= 0:
+            return True
+        retry_after = _retry_after(state, policy)
+        return retry_after is not None and retry_after > left
+
+    return stop
+
+
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     backoff = tenacity.wait_random_exponential(multiplier=policy.initial_seconds, max=policy.max_seconds)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), policy.max_retry_after_seconds)
-        return backoff(state)
+        left = max(0.0, policy.budget_seconds - (state.seconds_since_start or 0.0))
+        retry_after = _retry_after(state, policy)
+        return min(retry_after if retry_after is not None else backoff(state), left)
 
     return wait
 
 
-def _log_retry(state: tenacity.RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.get().warning("request.retried", attempt=state.attempt_number, error=str(exc),
-                      wait_seconds=round(state.upcoming_sleep, 2))
+def _log_retry(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = _exception(state)
+        log.get().warning("request.retried", attempt=state.attempt_number, error=str(exc),
+                          registry=getattr(exc, "registry", None), status=getattr(exc, "status", None),
+                          retry_after=getattr(exc, "retry_after", None),
+                          wait_seconds=round(state.upcoming_sleep, 3))
+
+    return before_sleep
 
 
-def call(policy: RetryPolicy, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` under the policy; non-temporary errors are raised at once."""
+def call(policy: RetryPolicy, fn: Callable[..., T], *args: Any,
+         retry_on: Callable[[BaseException], bool] = is_temporary, **kwargs: Any) -> T:
+    """Run ``fn`` under the policy; errors ``retry_on`` does not accept (non-temporary ones) are raised at once.
+
+    The error that ends the retries carries ``attempts_made`` (how many tries it took),
+    so the caller's "gave up after N attempts" is true when the budget stopped it early.
+    """
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
+        stop=_stop(policy),
         wait=_wait(policy),
-        retry=tenacity.retry_if_exception(is_temporary),
-        before_sleep=_log_retry,
+        retry=tenacity.retry_if_exception(retry_on),
+        before_sleep=_log_retry(policy),
         reraise=True,
     )
-    return retrying(fn, *args, **kwargs)
+    try:
+        return retrying(fn, *args, **kwargs)
+    except BaseException as exc:
+        if retry_on(exc):
+            try:
+                exc.attempts_made = retrying.statistics.get("attempt_number", policy.attempts)  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+        raise
+
+
+def attempts_made(exc: BaseException, policy: RetryPolicy) -> int:
+    return int(getattr(exc, "attempts_made", policy.attempts))

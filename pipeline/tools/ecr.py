@@ -159,7 +159,7 @@ class EcrClient:
         except EcrError as exc:
             if exc.temporary:
                 raise EcrError(self.region, f"{exc.message.removeprefix(f'ECR {self.region}: ')} (gave up after"
-                               f" {self.policy.attempts} attempts)", code=exc.code) from None
+                               f" {retry.attempts_made(exc, self.policy)} attempts)", code=exc.code) from None
             raise
 
     def authorization_token(self, registry_id: str | None) -> tuple[str, str, float]:

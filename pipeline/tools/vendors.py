@@ -120,7 +120,7 @@ class _Http:
             return retry.call(self.policy, go)
         except VendorError as exc:
             if exc.temporary:
-                raise VendorError(self.registry, f"{exc.detail} (gave up after {self.policy.attempts} attempts)",
+                raise VendorError(self.registry, f"{exc.detail} (gave up after {retry.attempts_made(exc, self.policy)} attempts)",
                                   status=exc.status) from None
             raise
 
