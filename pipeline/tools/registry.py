@@ -16,7 +16,10 @@ import base64
 import email.utils
 import hashlib
 import json
+import os
 import re
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,21 +34,18 @@ import httpx
 from pipeline import log, retry
 from pipeline.errors import InfraError, ToolError
 from pipeline.tools import proc
+from pipeline.tools.oci import (  # noqa: F401 - the OCI vocabulary, importable from here too
+    DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, Descriptor, digest_of,
+    index_platforms, is_digest, matches_digest, platform_name, referenced_descriptors)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join(MANIFEST_TYPES)
 CHUNK = 1 << 20
+UPLOAD_CHUNK = 32 << 20    # blobs this large and larger go in resumable PATCH chunks of this size
 MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's recommended manifest size limit
 DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # where `docker login` stores Docker Hub credentials
 DEFAULT_TOKEN_SECONDS = 60  # token.md: when expires_in is absent, the token lives 60 seconds
-DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 _LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class RegistryError(InfraError):
     """
 
     def __init__(self, registry: str, message: str, *, status: int | None = None, code: str | None = None,
-                 temporary: bool = False, retry_after: float | None = None) -> None:
+                 temporary: bool = False, retry_after: float | None = None, restart: bool = False) -> None:
         message = " ".join(log.scrub(message).split())
         super().__init__(f"registry {registry}: {message}")
         self.registry = registry
@@ -67,12 +67,16 @@ class RegistryError(InfraError):
         self.code = code
         self.temporary = temporary
         self.retry_after = retry_after
+        self.restart = restart   # temporary for the caller that starts the whole transfer again, not the request
+        self.unreachable = False  # set for connection failures: the host did not answer at all
 
     def gave_up(self, attempts: int) -> RegistryError:
         """The same error after the retry policy gave up: final, so no outer retry multiplies it."""
         plural = "s" if attempts != 1 else ""
-        return type(self)(self.registry, f"{self.detail} (gave up after {attempts} attempt{plural})",
-                          status=self.status, code=self.code, temporary=False)
+        final = type(self)(self.registry, f"{self.detail} (gave up after {attempts} attempt{plural})",
+                           status=self.status, code=self.code, temporary=False)
+        final.unreachable = self.unreachable
+        return final
 
 
 class NotFound(RegistryError):
@@ -96,44 +100,7 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password='***')"
 
 
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-
-def is_digest(reference: str) -> bool:
-    return bool(DIGEST_RE.match(reference))
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def platform_name(platform: Mapping[str, Any] | None) -> str | None:
-    """``os/arch[/variant]`` of an index entry's platform, or ``None`` where it names none (``unknown``)."""
-    p = platform or {}
-    if p.get("os") in (None, "", "unknown"):
-        return None
-    return "/".join(str(x) for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
-
-
-def index_platforms(index: Mapping[str, Any]) -> dict[str, str]:
-    """Platform → manifest digest of an image index, first entry per platform; attestation manifests
-    (BuildKit's ``vnd.docker.reference.type`` entries, platform ``unknown/unknown``) left out."""
-    out: dict[str, str] = {}
-    for m in index.get("manifests") or []:
-        name = platform_name(m.get("platform"))
-        if name and "vnd.docker.reference.type" not in (m.get("annotations") or {}):
-            out.setdefault(name, m["digest"])
-    return out
-
-
-def _matches_digest(data: bytes, digest: str) -> bool:
-    algorithm = digest.split(":", 1)[0]
-    return algorithm in ("sha256", "sha512") and digest_of(data, algorithm) == digest
-
+_matches_digest = matches_digest
 
 # --------------------------------------------------------------------------- credentials
 
@@ -339,6 +306,7 @@ class Registry:
         # insecure = docker's "insecure registry": HTTPS without verification, else plain HTTP
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
                                    transport=transport, verify=not insecure, headers={"User-Agent": "pipeline"})
+        self._no_chunked = False   # the registry refused a chunked upload once: whole blobs from then on
         self.counters: dict[str, int] = {"blob_uploads": 0, "blob_mounts": 0, "blob_skips": 0,
                                          "manifest_puts": 0, "token_fetches": 0}
 
@@ -501,7 +469,13 @@ class Registry:
             return RegistryError(self.name, f"TLS certificate of {host} is not trusted ({detail}); add the CA to the"
                                  " system store or mark the registry insecure in the config")
         if isinstance(exc, httpx.ConnectError):
-            return RegistryError(self.name, f"cannot connect to {host} ({detail})", temporary=True)
+            # A name the resolver says does not exist is final (retrying for minutes would not make it
+            # resolve); refused, unreachable and "try again" (EAI_AGAIN) are temporary.
+            no_such_host = _no_such_host(exc)
+            err = RegistryError(self.name, f"cannot connect to {host} ({'no such host: ' if no_such_host else ''}"
+                                f"{detail})", temporary=not no_such_host)
+            err.unreachable = True   # no such host, refused, no route: nothing answered at all
+            return err
         if isinstance(exc, httpx.TimeoutException):
             return RegistryError(self.name, f"{host} timed out ({kind})", temporary=True)
         return RegistryError(self.name, f"connection to {host} failed ({kind}: {detail})", temporary=True)
@@ -595,10 +569,12 @@ class Registry:
 
     def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return retry.call(self.policy, fn, *args)
+            return retry.call(self.policy, fn, *args, retry_on=_request_retryable)
         except RegistryError as exc:
+            if exc.restart:
+                raise
             if exc.temporary:
-                raise exc.gave_up(self.policy.attempts) from None
+                raise exc.gave_up(retry.attempts_made(exc, self.policy)) from None
             raise
 
     # ---- verbs
@@ -816,6 +792,186 @@ class Registry:
         self._count("blob_uploads")
         log.get().debug("blob.uploaded", registry=self.name, repo=repo, digest=digest, size=size, chunked=chunked)
 
+    # ---- blobs from a replayable source (a local file): every request retried on its own
+
+    def push_blob(self, repo: str, digest: str, size: int, read: Callable[[int, int | None], Iterable[bytes]], *,
+                  chunk_size: int = UPLOAD_CHUNK) -> str:
+        """Upload one blob whose bytes ``read(offset, length)`` can produce again at any offset.
+
+        Small blobs (below ``chunk_size``) go in one PUT; a PUT that fails restarts the upload with
+        a new session. Larger blobs go in PATCH chunks of ``chunk_size``: a chunk that fails is
+        retried on its own from the offset the registry reports (``GET`` of the session, its
+        ``Range``), and a lost session starts again. A registry that refuses chunked uploads gets
+        the monolithic PUT instead (remembered for the rest of the run). After a commit whose
+        answer was lost the blob is found by HEAD. Returns 'uploaded'.
+        """
+        if size >= chunk_size and not self._no_chunked:
+            try:
+                retry.call(self.policy, self._push_chunked, repo, digest, size, read, chunk_size,
+                           retry_on=_session_lost)
+                return "uploaded"
+            except _ChunkedRefused as refused:
+                log.get().info("upload.chunked_refused", registry=self.name, repo=repo, status=refused.status,
+                               note="this registry refuses chunked uploads; sending whole blobs")
+                with self._lock:
+                    self._no_chunked = True
+        self._retrying(self._push_whole, repo, digest, size, read)
+        return "uploaded"
+
+    def put_bytes(self, repo: str, data: bytes) -> Descriptor:
+        """A small blob held in memory (configs, signatures, bundles): HEAD, else upload; retried per request."""
+        digest = digest_of(data)
+        if self.blob_exists(repo, digest):
+            self._count("blob_skips")
+        else:
+            self.push_blob(repo, digest, len(data), lambda offset, length: [
+                data[offset:] if length is None else data[offset:offset + length]])
+        return Descriptor("", digest, len(data))
+
+    def _push_whole(self, repo: str, digest: str, size: int, read: Callable[[int, int | None], Iterable[bytes]]) -> None:
+        location, _ = self._start_upload(repo)
+        scope = f"repository:{repo}:pull,push"
+        counted = _Counted(self.name, repo, digest, read(0, None), size)
+        try:
+            r = self.request("PUT", self._with_digest(location, digest), scope=scope, content=iter(counted),
+                             what=f"upload {digest[:19]} to {repo}",
+                             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        except RegistryError as exc:
+            if exc.temporary and self._blob_arrived(repo, digest):
+                return
+            raise
+        self._check_stored(r, repo, digest)
+        self._count("blob_uploads")
+
+    def _push_chunked(self, repo: str, digest: str, size: int, read: Callable[[int, int | None], Iterable[bytes]],
+                      chunk_size: int) -> None:
+        scope = f"repository:{repo}:pull,push"
+        location, min_chunk = self._retrying(self._start_upload, repo)
+        piece = max(chunk_size, min_chunk, 1)
+        state: dict[str, Any] = {"location": location, "offset": 0, "unsure": False}
+
+        def send() -> None:
+            if state["unsure"]:   # a chunk failed: ask the session where it is before sending more
+                resumed = self._upload_offset(repo, state["location"])
+                if resumed is None:
+                    raise RegistryError(self.name, f"upload of {digest[:19]} to {repo}: the upload session was"
+                                        " lost; starting again", temporary=True, restart=True)
+                state["location"], state["offset"] = resumed
+                state["unsure"] = False
+                log.get().info("upload.resumed", registry=self.name, repo=repo, digest=digest, offset=resumed[1])
+                if resumed[1] >= size:
+                    return
+            offset = state["offset"]
+            end = min(offset + piece, size) - 1
+            try:
+                r = self.request("PATCH", state["location"], scope=scope, content=iter(read(offset, end - offset + 1)),
+                                 what=f"upload chunk {offset}-{end} of {digest[:19]} to {repo}",
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Content-Range": f"{offset}-{end}", "Content-Length": str(end - offset + 1)})
+            except RegistryError as exc:
+                if offset == 0 and exc.status in (400, 405, 501) and not exc.temporary:
+                    self.blob_cancel(repo, state["location"])
+                    raise _ChunkedRefused(exc.status) from None
+                if exc.temporary or exc.status == 416:
+                    state["unsure"] = True
+                    if not exc.temporary:
+                        raise RegistryError(self.name, f"{exc.detail} (the registry has other bytes; asking it where"
+                                            " the upload stands)", status=416, temporary=True) from None
+                raise
+            state["location"] = urljoin(state["location"], r.headers.get("Location") or state["location"])
+            got = _range_end(r.headers.get("Range", ""))
+            state["offset"] = end + 1 if got is None else got + 1
+
+        while state["offset"] < size:
+            self._retrying(send)
+        self._retrying(self._commit_upload, repo, state["location"], digest)
+        self._count("blob_uploads")
+
+    def _upload_offset(self, repo: str, location: str) -> tuple[str, int] | None:
+        """(location, next offset) of an upload session, or None when the registry forgot it."""
+        r = self.request("GET", location, scope=f"repository:{repo}:pull,push", ok=(404,),
+                         what=f"status of an upload to {repo}")
+        if r.status_code == 404:
+            return None
+        end = _range_end(r.headers.get("Range", ""))
+        return urljoin(location, r.headers.get("Location") or location), (0 if end is None else end + 1)
+
+    def _commit_upload(self, repo: str, location: str, digest: str) -> None:
+        try:
+            r = self.request("PUT", self._with_digest(location, digest), scope=f"repository:{repo}:pull,push",
+                             content=b"", headers={"Content-Length": "0"}, ok=(404,),
+                             what=f"finish upload of {digest[:19]} to {repo}")
+        except RegistryError as exc:
+            if exc.temporary and self._blob_arrived(repo, digest):
+                return
+            raise
+        if r.status_code == 404:  # the commit went through, its answer did not: the blob must be there
+            if self._blob_arrived(repo, digest):
+                return
+            raise RegistryError(self.name, f"upload of {digest[:19]} to {repo}: the session is gone and the blob is"
+                                " not there; starting again", temporary=True)
+        self._check_stored(r, repo, digest)
+
+    def _blob_arrived(self, repo: str, digest: str) -> bool:
+        try:
+            return self.blob_exists(repo, digest)
+        except RegistryError:
+            return False
+
+    def _check_stored(self, r: httpx.Response, repo: str, digest: str) -> None:
+        header = r.headers.get("Docker-Content-Digest")
+        if header and header != digest:
+            raise RegistryError(self.name, f"upload to {repo}: the registry stored {header}, not {digest}")
+
+    def pull_blob(self, repo: str, digest: str, size: int | None, dest: Path) -> None:
+        """Download one blob to ``dest`` (written through a temporary file, renamed once its digest
+        checks). A body that breaks is resumed with ``Range: bytes=N-`` where the registry allows it
+        (206), else fetched again; each request runs under the policy."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".pull-{digest.split(':')[-1][:16]}-", dir=dest.parent)
+        os.close(fd)
+        part = Path(name)
+        algorithm = digest.split(":", 1)[0]
+        state = {"hasher": hashlib.new(algorithm), "have": 0}
+
+        def go() -> None:
+            have = state["have"]
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True,
+                             headers=headers, what=f"GET blob {repo}@{digest[:19]}")
+            try:
+                if have and r.status_code != 206:   # the registry sends it all again: start over
+                    state["hasher"], state["have"] = hashlib.new(algorithm), 0
+                    mode = "wb"
+                else:
+                    mode = "ab" if have else "wb"
+                with open(part, mode) as fh:
+                    for chunk in r.iter_bytes():   # as it arrives: what came before a break is kept
+                        fh.write(chunk)
+                        state["hasher"].update(chunk)
+                        state["have"] += len(chunk)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from None
+            finally:
+                r.close()
+            got = f"{algorithm}:{state['hasher'].hexdigest()}"
+            if size is not None and state["have"] < size:
+                raise RegistryError(self.name, f"GET blob {repo}@{digest[:19]}: the body ended after"
+                                    f" {state['have']} of {size} bytes", temporary=True)
+            if got != digest:
+                received = state["have"]
+                state["hasher"], state["have"] = hashlib.new(algorithm), 0
+                raise RegistryError(self.name, f"GET blob {repo}@{digest[:19]}: content does not match its digest"
+                                    f" ({received} bytes)", temporary=True)
+
+        try:
+            self._retrying(go)
+            os.replace(part, dest)
+        finally:
+            if part.exists():
+                part.unlink()
+        self._count("blob_downloads")
+
     def blob_cancel(self, repo: str, location: str) -> None:
         """Cancel an upload session (best effort: an abandoned session expires on its own)."""
         try:
@@ -862,6 +1018,39 @@ class Registry:
     def catalog(self, *, page_size: int = 1000) -> list[str]:
         """Every repository (sorted), following Link pagination (needs the registry:catalog:* scope)."""
         return self._paged(f"/v2/_catalog?n={page_size}", "registry:catalog:*", "catalog", "repositories", False)
+
+
+class _ChunkedRefused(Exception):
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"chunked upload refused ({status})")
+        self.status = status
+
+
+def _no_such_host(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno == socket.EAI_NONAME:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _request_retryable(exc: BaseException) -> bool:
+    return retry.is_temporary(exc) and not getattr(exc, "restart", False)
+
+
+def _session_lost(exc: BaseException) -> bool:
+    return bool(getattr(exc, "restart", False))
+
+
+def _range_end(header: str) -> int | None:
+    """The last byte a ``Range: 0-<end>`` header reports (``0--1``/absent: nothing yet)."""
+    value = header.strip().removeprefix("bytes=")
+    start, _, end = value.partition("-")
+    if not start.isdigit() or not end.lstrip("-").isdigit():
+        return None
+    last = int(end)
+    return None if last < 0 else last
 
 
 class _Counted:
@@ -950,24 +1139,6 @@ def copy_blob(src: Registry, src_repo: str, dst: Registry, dst_repo: str, desc: 
 
     dst._retrying(go)
     return "uploaded"
-
-
-def referenced_descriptors(manifest: Mapping[str, Any]) -> tuple[list[Descriptor], list[Descriptor]]:
-    """(child manifests, blobs) that a manifest or index points at.
-
-    Foreign / non-distributable layers (with ``urls``) live elsewhere and are left out, as docker does.
-    """
-    children = [Descriptor(m.get("mediaType", ""), m["digest"], int(m.get("size", 0)))
-                for m in manifest.get("manifests") or []]
-    blobs: list[Descriptor] = []
-    if manifest.get("config"):
-        c = manifest["config"]
-        blobs.append(Descriptor(c.get("mediaType", ""), c["digest"], int(c.get("size", 0))))
-    for layer in manifest.get("layers") or []:
-        if layer.get("urls"):
-            continue
-        blobs.append(Descriptor(layer.get("mediaType", ""), layer["digest"], int(layer.get("size", 0))))
-    return children, blobs
 
 
 def copy_manifest_tree(src: Registry, src_repo: str, dst: Registry, dst_repo: str, digest: str,
