@@ -155,7 +155,8 @@ def _emit(data: Any, fmt: str, text: Callable[[], str], out: TextIO) -> None:
         out.write(text() + "\n")
 
 
-def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path | None = None) -> Context:
+def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path | None = None,
+                 staging_only: bool = False) -> Context:
     from pipeline.tools.git import Git
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
@@ -169,6 +170,7 @@ def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path 
         platform=getattr(args, "platform", None),
         digest_out=getattr(args, "digest_out", None),
         output_format=getattr(args, "format", "text"),
+        staging_only=staging_only,
     )
     _check_skips(options.skip)
     return Context(config=cfg, ci=info, env=env, now=now, config_path=cfg_path, options=options,
@@ -235,13 +237,14 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     return EXIT_OK
 
 
-def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None) -> int:
+def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None,
+                **options: Any) -> Context:
     from pipeline import crashpoint
     from pipeline.access.registries import serve_local
     from pipeline.plan import RELEASE, Runner
     from pipeline.report import release_manifest, text_summary
 
-    ctx = make_context(args, env)
+    ctx = make_context(args, env, **options)
     serve_local(ctx.config)
     stages = RELEASE if names is None else tuple(s for s in RELEASE if s.name in names)
     results = Runner(ctx, after_stage=crashpoint.from_env(env)).run(stages)
@@ -250,17 +253,24 @@ def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, n
     _emit(data, args.format, lambda: text_summary(data), out)
     if failed:
         raise _Failed(failed[0].detail, failed[0].exit_code)
-    return EXIT_OK
+    return ctx
 
 
 def cmd_release(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    return _run_stages(args, env, out, None)
+    _run_stages(args, env, out, None)
+    return EXIT_OK
 
 
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    """Build, scan and upload the candidate to staging (one platform with --platform); no release registry."""
+    from pipeline.build.build import write_digest
+
     if args.digest_out and not args.platform:
         raise UsageError("pipeline build: --digest-out goes with --platform (one platform per call)")
-    return _run_stages(args, env, out, ("tags", "build"))
+    ctx = _run_stages(args, env, out, ("tags", "build", "scan", "copy"), staging_only=True)
+    if args.digest_out:
+        write_digest(ctx, Path(args.digest_out))
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

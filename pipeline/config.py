@@ -741,10 +741,14 @@ class CIConfig(Section):
 
 
 class RetryConfig(Section):
-    attempts: int = Field(default=5, ge=1, le=50)
-    initial_seconds: float = Field(default=0.5, gt=0)
-    max_seconds: float = Field(default=30.0, gt=0)
-    max_retry_after_seconds: float = Field(default=120.0, gt=0)
+    """The one retry policy of every network request (pipeline/retry.py)."""
+
+    attempts: int = Field(default=10, ge=1, le=100, description="tries per request, the first included")
+    initial_seconds: float = Field(default=0.5, gt=0, description="first backoff (exponential, with jitter)")
+    max_seconds: float = Field(default=30.0, gt=0, description="the longest single backoff")
+    max_retry_after_seconds: float = Field(default=120.0, gt=0, description="a longer Retry-After is cut to this")
+    budget_seconds: float = Field(default=120.0, gt=0, description="the longest one request keeps retrying;"
+                                  " past it the request fails naming the registry and its last error")
 
 
 class ReportConfig(Section):

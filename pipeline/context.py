@@ -28,6 +28,7 @@ class Options:
     digest_out: str | None = None
     from_digests: str | None = None
     output_format: str = "text"
+    staging_only: bool = False     # pipeline build: the candidate goes to staging, no release registry
 
 
 @dataclass

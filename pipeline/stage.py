@@ -10,7 +10,10 @@ several stages share (``no_tags_reason``) live here too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -54,3 +57,25 @@ def no_tags_reason(ctx: Context) -> str | None:
     if not tags.result.tags:
         return f"no release tags for {ctx.ci.ref or 'this checkout'} (no tag rule matched)"
     return None
+
+
+@contextmanager
+def exclusive(*parts: str) -> Iterator[None]:
+    """Hold a machine-wide lock named by ``parts`` (e.g. registry, repository, digest) while a stage works
+    on that one thing: two releases on one machine never sign the same digest at once (the second waits,
+    then finds the first one's signature). An advisory ``flock`` on a file under the temp dir, released
+    by the kernel when the process dies (a kill never leaves it held)."""
+    import fcntl
+    import hashlib
+    import os
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"pipeline-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    name = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    with open(folder / f"{name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

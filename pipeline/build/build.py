@@ -1,15 +1,23 @@
-"""Build stage: buildx builds every platform and pushes the candidate to staging by digest.
+"""Build stage: buildx builds every platform into a local OCI layout; nothing leaves the machine here.
+
+BuildKit writes only to a local target (``--output type=oci,dest=DIR,tar=false``), the image
+then lives in ``.pipeline/images/<key>`` and every later stage reads it from there: the scan
+gate scans it before any byte is uploaded, and the copy stage uploads it with the project's own
+registry client. A builder that can only push (the docker driver on the classic image store)
+pushes to a registry the tool runs on loopback for the build, and the image is fetched from
+there into the layout. See :mod:`pipeline.build.local`.
 
 Modes:
 - ``single``: all platforms in one buildx call (builder must support it).
 - ``split``: one platform per call (``pipeline build --platform P --digest-out DIR`` on
-  any machine), then ``release --from-digests DIR`` merges the digests into one
-  index in staging. Without ``--from-digests`` the release builds each platform
-  in turn here and merges the same way, so both paths give the same index shape.
+  any machine: it builds, scans and uploads that platform to staging), then
+  ``release --from-digests DIR`` fetches the platform manifests from staging and merges them
+  into one index. Without ``--from-digests`` the release builds each platform in turn here and
+  merges the same way, so both paths give the same index shape.
 
-A build-input key (context content, Dockerfile, build args, platforms, target,
-labels, annotations) names the candidate tag, so a re-release of unchanged
-inputs finds its image in staging and skips the build.
+A build-input key (context content, Dockerfile, build args, platforms, target, labels,
+annotations) names the layout and the staging candidate tag, so a re-release of unchanged
+inputs reuses the local layout, or fetches the candidate from staging, and skips the build.
 """
 
 from __future__ import annotations
@@ -22,29 +30,36 @@ from typing import Any, ClassVar
 
 from pipeline import log
 from pipeline.access.registries import Access
-from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest, dockerfile_arg_default
-from pipeline.build.merge import ensure_index, merge_index, platform_manifest
+from pipeline.build import base as base_images
+from pipeline.build import local
+from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest
+from pipeline.build.merge import merge_layouts, platform_descriptor
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
-from pipeline.errors import ConfigError, InfraError, ToolError
+from pipeline.errors import ConfigError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.refs import platform_key
-from pipeline.tools import buildx
-from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, RegistryError, index_platforms
+from pipeline.tools import transfer
+from pipeline.tools.oci import INDEX_TYPES, OCI_INDEX, Layout
+
+IMAGES_DIR = Path(".pipeline/images")
+KEEP_LAYOUTS = 6           # newest local layouts kept (re-runs reuse them; older ones are removed)
 
 
 @dataclass(frozen=True)
 class BuildOutput:
     registry: str                 # staging registry name
     repository: str               # repository in the staging registry
-    digest: str                   # the index digest: the image from here on
+    digest: str                   # the index digest (one platform's manifest in a split build): the image
     platforms: dict[str, str]     # platform -> manifest digest
     key: str
     candidate_tag: str
-    reused: bool
+    reused: bool                  # no build ran (the local layout or the staging candidate had it)
     base_image: str | None = None
     index: bytes = field(default=b"", repr=False)
     media_type: str = OCI_INDEX
+    layout: str = ""              # the local OCI layout holding the image
+    source: str = "build"         # build | local (a layout of an earlier run) | staging (fetched) | merge
 
     @property
     def ref(self) -> str:
@@ -76,21 +91,42 @@ def staging_target(ctx: Context) -> tuple[RegistryConfig, str]:
     return reg, reg.repository(ctx.config.staging.repository or ctx.config.image.name)
 
 
-def base_image_reachable(image: str) -> tuple[bool, str]:
-    """Can the public base image be resolved? (quick, anonymous, no retries)."""
-    from pipeline.refs import RefError, parse
-    from pipeline.retry import RetryPolicy
+def candidate_tag(ctx: Context, key: str, platform: str | None = None) -> str:
+    short = ctx.ci.sha[:7] if ctx.ci.sha else "local"
+    tag = f"{ctx.config.staging.tag_prefix}{short}-{key[:12]}"
+    return f"{tag}-{platform_key(platform)}" if platform else tag
 
-    try:
-        ref = parse(image)
-    except RefError as exc:
-        return False, str(exc)
-    try:
-        with Registry(ref.registry, policy=RetryPolicy(attempts=1), timeout=8.0) as reg:
-            found = reg.manifest_head(ref.repository, ref.reference)
-    except (RegistryError, OSError) as exc:
-        return False, str(exc)
-    return (found is not None), ("found" if found else "not found")
+
+def read_digests(ctx: Context, folder: Path, key: str) -> dict[str, PlatformDigest]:
+    """The per-platform digest files a split build wrote (``--from-digests``), checked against ``key``."""
+    if not folder.is_dir():
+        raise ConfigError(f"--from-digests {folder}: not a directory")
+    found: dict[str, PlatformDigest] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            item = PlatformDigest(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--from-digests: {path}: not a digest file written by 'pipeline build"
+                              f" --digest-out' ({exc})") from None
+        if item.key != key:
+            raise ConfigError(f"--from-digests: {path}: built from other inputs (key {item.key[:12]}, expected"
+                              f" {key[:12]}): rebuild that platform from this commit and config")
+        found[item.platform] = item
+    missing = [p for p in ctx.config.image.platforms if p not in found]
+    if missing:
+        raise ConfigError(f"--from-digests {folder}: no digest for {', '.join(missing)}"
+                          " (run 'pipeline build --platform P --digest-out DIR' for each)")
+    return found
+
+
+def write_digest(ctx: Context, folder: Path) -> Path:
+    """The digest file of a split build (``--digest-out``), written once the platform is in staging."""
+    build: BuildOutput = ctx.outputs["build"]
+    platform = ctx.options.platform or ""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{platform_key(platform)}.json"
+    path.write_text(PlatformDigest(platform, build.digest, build.registry, build.repository, build.key).to_json())
+    return path
 
 
 # --------------------------------------------------------------------------- the stage
@@ -98,7 +134,7 @@ def base_image_reachable(image: str) -> tuple[bool, str]:
 
 class Build:
     name: ClassVar[str] = "build"
-    description: ClassVar[str] = "Build every platform with buildx and push the candidate to staging by digest."
+    description: ClassVar[str] = "Build every platform with buildx into a local OCI layout (nothing is uploaded)."
     tools: ClassVar[tuple[str, ...]] = ("docker", "buildx")
 
     def skip_reason(self, ctx: Context) -> str | None:
@@ -110,15 +146,21 @@ class Build:
         cfg = ctx.config
         reg, repo = staging_target(ctx)
         mode = cfg.build.mode
-        how = ("merge the per-platform digests in " + ctx.options.from_digests) if ctx.options.from_digests else (
-            f"{'one buildx call' if mode == 'single' else 'one buildx call per platform'} for "
-            f"{', '.join(cfg.image.platforms)}")
-        return (f"{how} from {cfg.image.dockerfile}, push the candidate to {reg.url}/{repo.split('/', 1)[-1]}"
-                f" ({cfg.staging.tag_prefix}<key>); skipped when staging already has the same build inputs")
+        if ctx.options.from_digests:
+            how = f"fetch the per-platform digests in {ctx.options.from_digests} from {reg.name} and merge them"
+        elif ctx.options.platform:
+            how = f"one buildx call for {ctx.options.platform}"
+        else:
+            how = (f"{'one buildx call' if mode == 'single' else 'one buildx call per platform'} for "
+                   f"{', '.join(cfg.image.platforms)}")
+        return (f"{how} from {cfg.image.dockerfile} into a local OCI layout ({IMAGES_DIR}/<key>); reused when that"
+                f" layout, or the candidate in {reg.url}/{repo.split('/', 1)[-1]} ({cfg.staging.tag_prefix}<key>),"
+                " has the same build inputs")
 
-    # -- helpers shared by the modes
+    # -- inputs
 
-    def _inputs(self, ctx: Context, access: Access) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    def _inputs(self, ctx: Context, access: Access) -> tuple[dict[str, Any], dict[str, str],
+                                                             base_images.BaseImage | None]:
         cfg = ctx.config
         dockerfile = Path(cfg.image.dockerfile)
         try:
@@ -128,107 +170,23 @@ class Build:
         if not Path(cfg.image.context).is_dir():
             raise ConfigError(f"{ctx.config_path}: image.context: {cfg.image.context} is not a directory")
         args = dict(cfg.image.build_args)
-        base = self._base_image(ctx, access, text, args)
-        if base:
-            args["BASE_IMAGE"] = base
+        base = base_images.resolve(ctx, access, text, args)
+        if base is not None:
+            args["BASE_IMAGE"] = base.name
         if ctx.env.get("SOURCE_DATE_EPOCH"):
             args.setdefault("SOURCE_DATE_EPOCH", ctx.env["SOURCE_DATE_EPOCH"])
         tags: TagsOutput = ctx.outputs["tags"]
-        labels = {k: v for k, v in tags.result.labels.items()}
         inputs = {
             "context": context_digest(Path(cfg.image.context)),
             "dockerfile": hashlib.sha256(text.encode()).hexdigest(),
             "build_args": args,
             "platforms": list(cfg.image.platforms),
             "target": cfg.image.target,
-            "labels": {k: v for k, v in labels.items() if k not in NOT_LABEL_INPUTS},
-            "annotations": {k: v for k, v in tags.result.annotations.items()
-                            if not k.endswith(NOT_LABEL_INPUTS)},
+            "labels": {k: v for k, v in tags.result.labels.items() if k not in NOT_LABEL_INPUTS},
+            "annotations": {k: v for k, v in tags.result.annotations.items() if not k.endswith(NOT_LABEL_INPUTS)},
             "provenance": cfg.build.provenance,
         }
         return inputs, args, base
-
-    def _base_image(self, ctx: Context, access: Access, dockerfile_text: str, args: dict[str, str]) -> str | None:
-        if not ctx.config.image.offline_base:
-            return None
-        base = args.get("BASE_IMAGE") or dockerfile_arg_default(dockerfile_text, "BASE_IMAGE")
-        if not base:
-            raise ConfigError(f"{ctx.config_path}: image.offline_base: {ctx.config.image.dockerfile} has no"
-                              " 'ARG BASE_IMAGE=<image>' to replace")
-        ok, why = base_image_reachable(base)
-        if ok:
-            return None
-        from pipeline.setup.offline_base import ensure_offline_base
-
-        reg, _ = staging_target(ctx)
-        access.tool_docker_config()
-        ref = ensure_offline_base(reg.host, platforms=tuple(ctx.config.image.platforms))
-        log.get(stage=self.name).warning(
-            "base.replaced", base=base, reason=why[:200], offline_base=ref,
-            note=f"the public base image {base} cannot be pulled here; building FROM a locally built busybox base")
-        return ref
-
-    def _spec(self, ctx: Context, platforms: tuple[str, ...], ref: str, args: dict[str, str],
-              builder: buildx.BuilderInfo, staging_repo_ref: str) -> buildx.BuildSpec:
-        cfg = ctx.config
-        tags: TagsOutput = ctx.outputs["tags"]
-        cache_from: tuple[str, ...] = ()
-        cache_to: tuple[str, ...] = ()
-        if cfg.build.cache == "inline":
-            cache_to = ("type=inline",)
-            cache_from = (f"type=registry,ref={staging_repo_ref}:buildcache",)
-        elif cfg.build.cache == "registry":
-            if builder.driver == "docker":
-                log.get(stage=self.name).warning(
-                    "cache.unsupported", requested="registry", driver="docker",
-                    note="registry cache export needs a docker-container, remote or kubernetes builder;"
-                         " using inline cache")
-                cache_to = ("type=inline",)
-            else:
-                cache_to = (f"type=registry,ref={staging_repo_ref}:buildcache,mode=max",)
-            cache_from = (f"type=registry,ref={staging_repo_ref}:buildcache",)
-        extra_tags = (f"{staging_repo_ref}:buildcache",) if cfg.build.cache != "none" and len(platforms) == len(
-            cfg.image.platforms) else ()
-        annotations = tuple((k, v) for k, v in tags.result.annotations.items()
-                            if not (len(platforms) == 1 and k.startswith("index")))
-        return buildx.BuildSpec(
-            context=cfg.image.context, dockerfile=cfg.image.dockerfile, platforms=platforms,
-            tags=(ref, *extra_tags), build_args=tuple(sorted(args.items())),
-            labels=tuple(tags.result.labels.items()), annotations=annotations, target=cfg.image.target,
-            builder=cfg.build.builder, push=True, cache_from=cache_from, cache_to=cache_to,
-            provenance=cfg.build.provenance, progress="plain" if ctx.env.get("CI") else "auto")
-
-    def _check_builder(self, ctx: Context, access: Access, platforms: tuple[str, ...]) -> buildx.BuilderInfo:
-        info = buildx.inspect_builder(ctx.config.build.builder, access.tool_env())
-        missing = buildx.unsupported_platforms(platforms, info.platforms)
-        if missing:
-            raise ToolError(f"build: builder {info.name} ({info.driver} driver) cannot build {', '.join(missing)};"
-                            f" it supports {', '.join(info.platforms) or 'nothing listed'} (install"
-                            " qemu-user-static for emulation, or use a builder with native nodes)", tool="buildx")
-        if len(platforms) > 1:
-            from pipeline.tools.docker import engine_info
-
-            ok, why = buildx.multi_platform_reason(info.driver, engine_info() if info.driver == "docker" else None)
-            if not ok:
-                raise ToolError(f"build: builder {info.name} cannot build several platforms in one call ({why});"
-                                " set build.mode = \"split\"", tool="buildx")
-        return info
-
-    def _buildx(self, ctx: Context, access: Access, platforms: tuple[str, ...], tag: str,
-                args: dict[str, str]) -> str:
-        reg, repo = staging_target(ctx)
-        builder = self._check_builder(ctx, access, platforms)
-        repo_ref = f"{reg.host}/{repo}"
-        spec = self._spec(ctx, platforms, f"{repo_ref}:{tag}", args, builder, repo_ref)
-        logger = log.get(stage=self.name)
-        logger.info("build.started", platforms=",".join(platforms), candidate=f"{repo_ref}:{tag}")
-        meta = buildx.run_build(spec, env=access.tool_env(), on_line=ctx.progress,
-                                timeout=ctx.config.build.timeout_seconds)
-        digest = meta.get("containerimage.digest")
-        if not digest:
-            raise InfraError(f"build: buildx reported no image digest for {repo_ref}:{tag}")
-        logger.info("image.pushed", registry=reg.name, ref=f"{repo_ref}@{digest}")
-        return str(digest)
 
     # -- run
 
@@ -238,79 +196,82 @@ class Build:
 
     def _run(self, ctx: Context, access: Access) -> BuildOutput:
         cfg = ctx.config
-        reg, repo = staging_target(ctx)
-        client = access.client(reg)
         inputs, args, base = self._inputs(ctx, access)
         key = build_key(inputs)
-        short = ctx.ci.sha[:7] if ctx.ci.sha else "local"
-        tag = f"{cfg.staging.tag_prefix}{short}-{key[:12]}"
-        logger = log.get(stage=self.name)
-        if ctx.options.platform:  # one platform of a split build
-            return self._one_platform(ctx, access, client, key, tag, args, base)
-        existing = client.manifest_head(repo, tag)
-        if existing is not None and existing.media_type in INDEX_TYPES and not ctx.options.from_digests:
-            logger.info("build.reused", candidate=f"{reg.host}/{repo}:{tag}", digest=existing.digest,
-                        reason="staging has an image with the same build inputs")
-            return self._output(client, reg, repo, existing.digest, key, tag, True, base)
+        platform = ctx.options.platform
+        if platform and platform not in cfg.image.platforms:
+            raise ConfigError(f"--platform {platform}: not one of image.platforms ({', '.join(cfg.image.platforms)})")
+        tag = candidate_tag(ctx, key, platform)
+        layout_dir = IMAGES_DIR / (f"{key[:32]}-{platform_key(platform)}" if platform else key[:32])
+        builder = local.Builder(ctx, access, args, base)
         if ctx.options.from_digests:
-            digests = self._read_digests(ctx, Path(ctx.options.from_digests), key)
-            digest = merge_index(client, repo, tag, digests, cfg.image.platforms, ctx.outputs["tags"])
-        elif cfg.build.mode == "single":
-            digest = self._buildx(ctx, access, tuple(cfg.image.platforms), tag, args)
-            digest = ensure_index(client, repo, tag, digest)
+            return self._merge_split(ctx, access, key, tag, base, layout_dir)
+        found = self._reuse(ctx, access, layout_dir, tag, platform)
+        if found is not None:
+            return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
+        platforms = (platform,) if platform else tuple(cfg.image.platforms)
+        if platform or cfg.build.mode == "single":
+            layout, digest = builder.build(platforms, layout_dir, manifest=bool(platform))
         else:
-            digests = {}
-            for platform in cfg.image.platforms:
-                ptag = f"{tag}-{platform_key(platform)}"
-                digests[platform] = platform_manifest(client, repo, self._buildx(ctx, access, (platform,), ptag, args),
-                                                      platform)
-            digest = merge_index(client, repo, tag, digests, cfg.image.platforms, ctx.outputs["tags"])
-        return self._output(client, reg, repo, digest, key, tag, False, base)
+            parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
+                     for p in platforms}
+            layout, digest = merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
+        local.prune_layouts(IMAGES_DIR, keep=KEEP_LAYOUTS, current=layout.path)
+        return self._output(ctx, layout, digest, key, tag, False, base, "build")
 
-    def _one_platform(self, ctx: Context, access: Access, client: Registry, key: str, tag: str,
-                      args: dict[str, str], base: str | None) -> BuildOutput:
-        platform = ctx.options.platform or ""
-        if platform not in ctx.config.image.platforms:
-            raise ConfigError(f"--platform {platform}: not one of image.platforms ({', '.join(ctx.config.image.platforms)})")
+    def _reuse(self, ctx: Context, access: Access, layout_dir: Path, tag: str,
+               platform: str | None) -> tuple[Layout, str, str] | None:
+        """The image of these inputs from an earlier run: the local layout, else the staging candidate."""
+        logger = log.get(stage=self.name)
+        layout = local.complete_layout(layout_dir)
+        if layout is not None:
+            digest = layout.root().digest
+            logger.info("build.reused", layout=str(layout_dir), digest=digest,
+                        reason="a local layout has an image with the same build inputs")
+            return layout, digest, "local"
         reg, repo = staging_target(ctx)
-        ptag = f"{tag}-{platform_key(platform)}"
-        existing = client.manifest_head(repo, ptag)
-        if existing is not None:
-            digest = platform_manifest(client, repo, existing.digest, platform)
-            reused = True
-        else:
-            digest = platform_manifest(client, repo, self._buildx(ctx, access, (platform,), ptag, args), platform)
-            reused = False
-        if ctx.options.digest_out:
-            out = Path(ctx.options.digest_out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{platform_key(platform)}.json").write_text(
-                PlatformDigest(platform, digest, reg.name, repo, key).to_json())
-        return BuildOutput(reg.name, repo, digest, {platform: digest}, key, ptag, reused, base)
+        client = access.client(reg)
+        existing = client.manifest_head(repo, tag)
+        if existing is None or (platform is None and existing.media_type not in INDEX_TYPES):
+            return None
+        layout = Layout.create(layout_dir.with_name(layout_dir.name + ".partial"))
+        transfer.pull(client, repo, existing.digest, layout, concurrency=ctx.config.copy_.concurrency)
+        body, media = layout.manifest(existing.digest)
+        layout.set_root(platform_descriptor(layout, existing.digest) if platform else
+                        _descriptor(media, existing.digest, body))
+        layout = local.finish_layout(layout, layout_dir)
+        logger.info("build.reused", candidate=f"{reg.host}/{repo}:{tag}", digest=existing.digest,
+                    reason="staging has an image with the same build inputs (fetched into a local layout)")
+        return layout, existing.digest, "staging"
 
-    def _read_digests(self, ctx: Context, folder: Path, key: str) -> dict[str, str]:
-        if not folder.is_dir():
-            raise ConfigError(f"--from-digests {folder}: not a directory")
-        found: dict[str, str] = {}
-        for path in sorted(folder.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-                item = PlatformDigest(**data)
-            except (OSError, ValueError, TypeError) as exc:
-                raise ConfigError(f"--from-digests: {path}: not a digest file written by 'pipeline build"
-                                  f" --digest-out' ({exc})") from None
-            if item.key != key:
-                raise ConfigError(f"--from-digests: {path}: built from other inputs (key {item.key[:12]}, expected"
-                                  f" {key[:12]}): rebuild that platform from this commit and config")
-            found[item.platform] = item.digest
-        missing = [p for p in ctx.config.image.platforms if p not in found]
-        if missing:
-            raise ConfigError(f"--from-digests {folder}: no digest for {', '.join(missing)}"
-                              " (run 'pipeline build --platform P --digest-out DIR' for each)")
-        return found
+    def _merge_split(self, ctx: Context, access: Access, key: str, tag: str, base: base_images.BaseImage | None,
+                     layout_dir: Path) -> BuildOutput:
+        """``release --from-digests``: fetch every platform's manifest tree from staging, merge into one index."""
+        digests = read_digests(ctx, Path(ctx.options.from_digests or ""), key)
+        reg, repo = staging_target(ctx)
+        client = access.client(reg)
+        parts = []
+        for p in ctx.config.image.platforms:
+            item = digests[p]
+            part = Layout.create(IMAGES_DIR / f"{key[:32]}-{platform_key(p)}")
+            transfer.pull(client, item.repository, item.digest, part, concurrency=ctx.config.copy_.concurrency)
+            part.set_root(platform_descriptor(part, item.digest))
+            parts.append((part, item.digest))
+        layout, digest = merge_layouts(layout_dir, parts, ctx.outputs["tags"])
+        return self._output(ctx, layout, digest, key, tag, False, base, "merge")
 
-    def _output(self, client: Registry, reg: RegistryConfig, repo: str, digest: str, key: str, tag: str,
-                reused: bool, base: str | None) -> BuildOutput:
-        body, media, _ = client.manifest_get(repo, digest)
-        platforms = index_platforms(json.loads(body))
-        return BuildOutput(reg.name, repo, digest, platforms, key, tag, reused, base, body, media)
+    def _output(self, ctx: Context, layout: Layout, digest: str, key: str, tag: str, reused: bool,
+                base: base_images.BaseImage | None, source: str) -> BuildOutput:
+        reg, repo = staging_target(ctx)
+        body, media = layout.manifest(digest)
+        platforms = layout.platforms(digest)
+        log.get(stage=self.name).info("image.built" if source == "build" else "image.ready", digest=digest,
+                                      platforms=",".join(platforms), layout=str(layout.path), source=source)
+        return BuildOutput(reg.name, repo, digest, platforms, key, tag, reused, base.name if base else None, body,
+                           media, str(layout.path), source)
+
+
+def _descriptor(media: str, digest: str, body: bytes) -> Any:
+    from pipeline.tools.oci import Descriptor
+
+    return Descriptor(media, digest, len(body))

@@ -1,55 +1,78 @@
-"""Index helpers of the build: one OCI index over per-platform manifests (split builds), and a
-single-platform push wrapped as an index, so every release is an index of the same shape."""
+"""Index helpers of the build, all on local layouts: one OCI index over per-platform manifests (split
+builds), and a single-platform build wrapped as an index, so every release is an index of the same shape."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InfraError
 from pipeline.metadata.tags import TagsOutput
-from pipeline.tools.registry import INDEX_TYPES, OCI_INDEX, Registry, index_platforms
+from pipeline.tools.oci import OCI_INDEX, Descriptor, Layout, platform_name
 
 
-def platform_manifest(client: Registry, repo: str, digest: str, platform: str) -> str:
-    """The image manifest digest for ``platform`` (a single-platform push may be an index)."""
-    body, media, _ = client.manifest_get(repo, digest)
-    if media not in INDEX_TYPES:
-        return digest
-    platforms = index_platforms(json.loads(body))
-    if platform in platforms:
-        return platforms[platform]
-    if len(platforms) == 1:
-        return next(iter(platforms.values()))
-    raise InfraError(f"build: {repo}@{digest} has no {platform} image ({', '.join(platforms)})")
-
-
-def _descriptor(client: Registry, repo: str, digest: str) -> dict[str, Any]:
-    body, media, _ = client.manifest_get(repo, digest)
-    manifest = json.loads(body)
-    config = json.loads(client.blob_get(repo, manifest["config"]["digest"]))
+def _platform(layout: Layout, digest: str) -> dict[str, str]:
+    manifest = layout.json(digest)
+    config = layout.json(manifest["config"]["digest"])
     platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
     if config.get("variant"):
         platform["variant"] = config["variant"]
-    return {"mediaType": media, "digest": digest, "size": len(body), "platform": platform}
+    return platform
 
 
-def merge_index(client: Registry, repo: str, tag: str, digests: dict[str, str], order: list[str],
-                tags: TagsOutput) -> str:
-    """Put one OCI index over per-platform manifests (configured platform order) under ``tag``."""
-    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-                             "manifests": [_descriptor(client, repo, digests[p]) for p in order]}
+def platform_descriptor(layout: Layout, digest: str) -> Descriptor:
+    body, media = layout.manifest(digest)
+    return Descriptor(media, digest, len(body))
+
+
+def _entry(layout: Layout, digest: str) -> dict[str, Any]:
+    return {**platform_descriptor(layout, digest).to_dict(), "platform": _platform(layout, digest)}
+
+
+def _index(entries: list[dict[str, Any]], tags: TagsOutput) -> bytes:
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     ann = {k.split(":", 1)[1]: v for k, v in tags.result.annotations.items() if k.startswith("index:")}
     if ann:
         index["annotations"] = ann
-    body = json.dumps(index, separators=(",", ":")).encode()
-    return client.manifest_put(repo, tag, body, OCI_INDEX)
+    return json.dumps(index, separators=(",", ":")).encode()
 
 
-def ensure_index(client: Registry, repo: str, tag: str, digest: str) -> str:
-    """A single-platform push may be a plain manifest: wrap it so every release is an index."""
-    body, media, _ = client.manifest_get(repo, digest)
-    if media in INDEX_TYPES:
-        return digest
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [_descriptor(client, repo, digest)]}
-    return client.manifest_put(repo, tag, json.dumps(index, separators=(",", ":")).encode(), OCI_INDEX)
+def wrap_index(layout: Layout, digest: str, tags: TagsOutput) -> str:
+    """An index over the one manifest ``digest`` (a single-platform build), made the layout's root."""
+    body = _index([_entry(layout, digest)], tags)
+    index = layout.put(body)
+    layout.set_root(Descriptor(OCI_INDEX, index, len(body)))
+    return index
+
+
+def merge_layouts(dest: Path, parts: list[tuple[Layout, str]], tags: TagsOutput) -> tuple[Layout, str]:
+    """One layout at ``dest`` whose root is an OCI index over the manifests of ``parts`` (in that order,
+    the configured platform order); blobs are hard-linked (copied across file systems)."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged = Layout.create(tmp)
+    for part, digest in parts:
+        for kind, desc in part.walk(digest):
+            _link(part.blob_path(desc.digest), merged.blob_path(desc.digest))
+    body = _index([_entry(merged, digest) for _, digest in parts], tags)
+    index = merged.put(body)
+    merged.set_root(Descriptor(OCI_INDEX, index, len(body)))
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return Layout(dest), index
+
+
+def _link(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+__all__ = ["merge_layouts", "platform_descriptor", "platform_name", "wrap_index"]

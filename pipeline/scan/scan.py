@@ -1,15 +1,20 @@
-"""Scan stage, the gate: Trivy on every platform of the staged index, by digest; the policy decides.
+"""Scan stage, the gate: Trivy on every platform of the local image, before any byte is uploaded.
 
-Between staging and copy: each platform manifest (``staging/repo@sha256:…``) is
-scanned (or its scan for the same DB taken from the cache), the policy judges each
-report, every CI's report is written under ``dist/scan/``, and one failing platform
-stops the release with a PolicyError (exit 1) that names CVE, package and platform.
-Release registries have seen nothing at that point; the tag stage refuses to run
-without this stage's output.
+Between build and copy: each platform manifest of the build's local OCI layout is scanned
+from a per-platform view of that layout (an ``index.json`` naming only that manifest, the
+blobs shared: Trivy ``--input`` takes the first manifest of a multi-platform index whatever
+``--platform`` says), or its scan for the same DB taken from the cache. The vulnerability DB
+(and the Java DB, when an image has JARs) is fetched by the project's registry client, so
+Trivy itself sends nothing to the network. The policy judges each report, every CI's report
+is written under ``dist/scan/``, and one failing platform stops the release with a
+PolicyError (exit 1) that names CVE, package and platform. No registry, staging included,
+has seen a byte of the candidate at that point; the tag stage refuses to run without this
+stage's output.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +29,9 @@ from pipeline.scan import db as scandb
 from pipeline.scan.policy import Policy, evaluate, load_policy
 from pipeline.scan.reports import PlatformResult, failure_message, markdown, table, write_all
 from pipeline.scan.results import ReportError, ScanCache, parse_report
+from pipeline.refs import platform_key
 from pipeline.tools import trivy
+from pipeline.tools.oci import Layout
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def today() -> datetime:
 
 class Scan:
     name: ClassVar[str] = "scan"
-    description: ClassVar[str] = "Scan every platform of the staged digest with Trivy and apply the gate policy."
+    description: ClassVar[str] = "Scan every platform of the local image with Trivy and apply the gate policy."
     tools: ClassVar[tuple[str, ...]] = ("trivy",)
 
     def skip_reason(self, ctx: Context) -> str | None:
@@ -89,7 +96,7 @@ class Scan:
         db = "cached DB only" if s.skip_db_update else f"DB from {', '.join(scandb.repositories(ctx.config))}"
         if not s.vuln_db_required:
             db += ", else secrets only (vuln_db_required = false)"
-        return (f"trivy on {what} by manifest digest ({'; '.join(rules)}; exceptions from "
+        return (f"trivy on {what} by manifest digest, from the local image before any upload ({'; '.join(rules)}; exceptions from "
                 f"{s.exceptions_file or 'none'}; {db}); reports in {ctx.dist / 'scan'}")
 
     def run(self, ctx: Context) -> ScanOutput:
@@ -111,35 +118,37 @@ class Scan:
                                note="scan.vuln_db_required = false: only secrets are scanned; this image's"
                                     " vulnerabilities are NOT checked (the release report says so)")
             reg = cfg.registry(build.registry)
-            tool_env = access.tool_env()
             version = trivy.version()
             cache = ScanCache(Path(db.cache_dir) / "pipeline-scans")
             now = today()
             results: list[PlatformResult] = []
             raw: dict[str, bytes] = {}
-            for platform, digest in build.platforms.items():
-                image = f"{reg.host}/{build.repository}@{digest}"
-                key = ScanCache.key(digest, db, version, scanners)
-                data = cache.get(key)
-                cached = data is not None
-                if data is None:
-                    logger.info("image.scan_started", platform=platform, image=image)
-                    data = trivy.scan(image, cache_dir=db.cache_dir, env=tool_env, insecure=reg.allow_http,
-                                      timeout_seconds=cfg.scan.timeout_seconds,
-                                      java_db_repositories=cfg.scan.java_db_repository,
-                                      skip_java_db_update=cfg.scan.skip_db_update, scanners=scanners)
-                    cache.put(key, data)
-                else:
-                    logger.info("image.scan_reused", platform=platform, image=image, db=db.updated_at)
-                try:
-                    report = parse_report(data)
-                except ReportError as exc:
-                    raise ToolError(f"trivy scan of {image}: unreadable report ({exc})", tool="trivy") from None
-                verdict = evaluate(report, policy, now)
-                logger.info("image.scanned", platform=platform, verdict=verdict.verdict,
-                            blocking=len(verdict.blocking), suppressed=len(verdict.suppressed), cached=cached)
-                results.append(PlatformResult(platform, image, report, verdict, cached))
-                raw[platform] = data
+            layout = Layout(build.layout)
+            with tempfile.TemporaryDirectory(prefix="pipeline-scan-") as views:
+                for platform, digest in build.platforms.items():
+                    image = f"{reg.host}/{build.repository}@{digest}"
+                    key = ScanCache.key(digest, db, version, scanners)
+                    data = cache.get(key)
+                    cached = data is not None
+                    if data is None:
+                        view = layout.view(digest, Path(views) / platform_key(platform))
+                        logger.info("image.scan_started", platform=platform, image=image, layout=str(layout.path))
+                        data = self._scan(ctx, access, view.path, db.cache_dir, scanners, image)
+                        cache.put(key, data)
+                    else:
+                        logger.info("image.scan_reused", platform=platform, image=image, db=db.updated_at)
+                    try:
+                        report = parse_report(data)
+                    except ReportError as exc:
+                        raise ToolError(f"trivy scan of {image}: unreadable report ({exc})", tool="trivy") from None
+                    verdict = evaluate(report, policy, now)
+                    logger.info("image.scanned", platform=platform, verdict=verdict.verdict,
+                                blocking=len(verdict.blocking), suppressed=len(verdict.suppressed), cached=cached)
+                    results.append(PlatformResult(platform, image, report, verdict, cached))
+                    raw[platform] = data
+        if not results:
+            raise ToolError(f"scan: {build.repository}@{build.digest} has no platform image to scan (only"
+                            " attestations?); a gate that scanned nothing cannot pass", tool="trivy")
         paths = write_all(ctx.dist / "scan", results, raw, start=started, end=datetime.now(timezone.utc),
                           db=db.to_dict(), artifact_uri=cfg.image.dockerfile, trivy_version=version)
         self._show(ctx, results)
@@ -154,6 +163,17 @@ class Scan:
             ctx.outputs["scan_gate"] = output          # for release.json; "scan" stays unset (no tags)
             raise PolicyError(failure_message(results) + f" (reports in {ctx.dist / 'scan'})")
         return output
+
+    def _scan(self, ctx: Context, access: Access, view: Path, cache_dir: str, scanners: tuple[str, ...],
+              image: str) -> bytes:
+        """One platform; the Java DB is fetched (our client) and the scan run again when the image needs it."""
+        timeout = ctx.config.scan.timeout_seconds
+        try:
+            return trivy.scan(view, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
+        except trivy.JavaDBNeeded:
+            log.get(stage=self.name).info("java_db.needed", image=image)
+            scandb.prepare_java(ctx.config, ctx.env, access)
+            return trivy.scan(view, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
 
     def _show(self, ctx: Context, results: list[PlatformResult]) -> None:
         if ctx.progress:

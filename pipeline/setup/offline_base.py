@@ -3,37 +3,46 @@
 ``FROM scratch`` plus a static busybox (``/bin/busybox`` and its applet links in ``/bin``),
 ``/etc/passwd`` and ``/etc/group`` with root, ``adduser``/``addgroup`` (small shell scripts in
 ``/usr/sbin``: Debian's static busybox lacks those applets) and a world-writable ``/tmp``.
-The result is an OCI index (``oci-mediatypes=true``, no provenance attestation). Built with ``docker buildx build --platform … --push`` (the default
-``docker`` driver on the containerd image store builds several platforms in one call; the
-foreign ones run their ``RUN`` steps under QEMU) and pushed to a registry, usually a local
-one (:mod:`pipeline.setup.localregistry`).
+The result is an OCI index (no provenance attestation) in a local OCI layout, built with
+``docker buildx build --platform … --output type=oci,dest=DIR,tar=false`` (the default ``docker``
+driver on the containerd image store builds several platforms in one call; the foreign ones run
+their ``RUN`` steps under QEMU). BuildKit writes only that local layout.
 
-Re-runs are cheap: the image is also tagged ``busybox-<key12>``, where the key hashes the
-busybox binaries, the Dockerfile, the /etc files and the platforms. When that tag exists in
-the registry its digest is returned without building.
+A release hands the layout to BuildKit as a named build context
+(``--build-context NAME=oci-layout://DIR@sha256:…``, :func:`offline_base`), so nothing is pulled
+from any registry for it. :func:`ensure_offline_base` also puts it into a registry, with the
+project's own registry client (for tools that want a registry reference).
+
+Re-runs are cheap: the layout lives under ``.pipeline/offline-base/<key12>``, where the key hashes
+the busybox binaries, the Dockerfile, the /etc files and the platforms.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import log
 from pipeline.errors import ToolError
 from pipeline.setup import toolchain
 from pipeline.tools import proc
+from pipeline.tools.oci import Layout, LayoutError
 
 DEFAULT_REPOSITORY = "pipeline/offline-base"
+DEFAULT_ROOT = Path(".pipeline/offline-base")
+#: the name a release's Dockerfile uses for the base (``FROM <NAME>:<key12>``); BuildKit gets it as a
+#: named build context, so the name is never resolved (``.invalid`` can never be a real registry)
+CONTEXT_NAME = "offline-base.pipeline.invalid/busybox"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 KEY_LABEL = "io.pipeline.offline-base.key"
-#: build options that shape the pushed image (part of the content key): an OCI index without
-#: attestations. Without oci-mediatypes the docker driver pushes a Docker manifest list.
-BUILD_OPTIONS = ("--provenance=false", "--progress=plain", "--output", "type=image,push=true,oci-mediatypes=true")
+#: build options that shape the image (part of the content key): an OCI index without attestations
+BUILD_OPTIONS = ("--provenance=false", "--progress=plain")
 BUILD_TIMEOUT_S = 1800
 
 DOCKERFILE = """\
@@ -199,16 +208,11 @@ def key_tag(key: str) -> str:
     return f"busybox-{key[:12]}"
 
 
-def build_argv(context: Path, refs: Sequence[str], platforms: Sequence[str], metadata_file: Path,
-               key: str) -> list[str]:
-    """The ``docker buildx build`` command line (pure)."""
-    argv = ["docker", "buildx", "build", "--builder", "default", "--platform", ",".join(platforms),
-            *BUILD_OPTIONS, "--metadata-file", str(metadata_file),
-            "--label", f"{KEY_LABEL}={key}"]
-    for ref in refs:
-        argv += ["--tag", ref]
-    argv.append(str(context))
-    return argv
+def build_argv(context: Path, dest: Path, platforms: Sequence[str], metadata_file: Path, key: str) -> list[str]:
+    """The ``docker buildx build`` command line (pure): the image goes to the OCI layout ``dest``."""
+    return ["docker", "buildx", "build", "--builder", "default", "--platform", ",".join(platforms),
+            *BUILD_OPTIONS, "--output", f"type=oci,dest={dest},tar=false", "--metadata-file", str(metadata_file),
+            "--label", f"{KEY_LABEL}={key}", str(context)]
 
 
 def _busyboxes(platforms: Sequence[str]) -> dict[str, bytes]:
@@ -225,39 +229,42 @@ def _busyboxes(platforms: Sequence[str]) -> dict[str, bytes]:
     return out
 
 
-def _existing_digest(registry_host: str, repository: str, tag: str) -> str | None:
-    """The digest of ``repository:tag`` in the registry, or ``None`` (credentials from the docker config)."""
-    # the httpx-based OCI client, imported here so that the pure parts need no httpx
-    from pipeline.tools import registry as oci
+@dataclass(frozen=True)
+class OfflineBase:
+    layout: Path        # the OCI layout holding the index
+    digest: str         # the index digest
+    name: str           # the FROM reference a build uses for it (a named build context)
+    key: str
 
-    host, _, namespace = registry_host.strip("/").partition("/")
-    repo = f"{namespace}/{repository}" if namespace else repository
-    insecure = host.split(":")[0] in ("127.0.0.1", "localhost") or host.startswith("[::1]")
-    creds = oci.credentials_from_docker_config(host, os.environ)
-    with oci.Registry(host, insecure=insecure, credentials=creds) as reg:
-        desc = reg.manifest_head(repo, tag)
-    return desc.digest if desc else None
+    @property
+    def build_context(self) -> str:
+        """``--build-context`` value: the name, served from the local layout by digest."""
+        return f"{self.name}=oci-layout://{self.layout.resolve()}@{self.digest}"
 
 
-def ensure_offline_base(registry_host: str, repository: str = DEFAULT_REPOSITORY, *,
-                        platforms: Sequence[str] = DEFAULT_PLATFORMS, tag: str = "busybox") -> str:
-    """Build and push the base image unless the registry has it already; returns ``host/repo@sha256:…``."""
+def offline_base(platforms: Sequence[str] = DEFAULT_PLATFORMS, *, root: Path = DEFAULT_ROOT) -> OfflineBase:
+    """The base image in a local OCI layout, built unless the layout of its key exists."""
     platforms = tuple(dict.fromkeys(platforms))
     if not platforms:
         raise ToolError("offline base: no platforms given", tool="buildx")
     bins = _busyboxes(platforms)
     key = content_key(bins, platforms)
     ktag = key_tag(key)
-    name = f"{registry_host.rstrip('/')}/{repository}"
-    logger = log.get().bind(image=name, key=ktag)
-
-    existing = _existing_digest(registry_host, repository, ktag)
-    if existing:
-        logger.info("offline_base.found", digest=existing)
-        return f"{name}@{existing}"
-
+    dest = Path(root) / ktag
+    logger = log.get().bind(key=ktag)
+    layout = Layout(dest)
+    if layout.exists():
+        try:
+            root_desc = layout.root()
+            if not layout.missing(root_desc.digest):
+                logger.debug("offline_base.found", layout=str(dest), digest=root_desc.digest)
+                return OfflineBase(dest, root_desc.digest, f"{CONTEXT_NAME}:{ktag}", key)
+        except LayoutError:
+            pass
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="pipeline-offline-base-") as tmp:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pipeline-offline-base-") as tmp, \
+            tempfile.TemporaryDirectory(prefix=f".{ktag}-", dir=dest.parent) as out:
         ctx = Path(tmp) / "context"
         for arch, data in bins.items():
             (ctx / arch).mkdir(parents=True)
@@ -272,13 +279,38 @@ def ensure_offline_base(registry_host: str, repository: str = DEFAULT_REPOSITORY
             d.chmod(0o755)
         (ctx / "Dockerfile").write_text(DOCKERFILE)
         metadata = Path(tmp) / "metadata.json"
-        argv = build_argv(ctx, [f"{name}:{tag}", f"{name}:{ktag}"], platforms, metadata, key)
-        proc.run(argv, timeout=BUILD_TIMEOUT_S, what=f"offline base: build and push {name}:{tag}")
-        try:
-            digest = json.loads(metadata.read_text())["containerimage.digest"]
-        except (OSError, ValueError, KeyError):
-            raise ToolError(f"offline base: buildx wrote no containerimage.digest to {metadata.name}",
-                            tool="buildx") from None
-    logger.info("offline_base.pushed", digest=digest, platforms=list(platforms),
+        built = Path(out) / "layout"
+        proc.run(build_argv(ctx, built, platforms, metadata, key), timeout=BUILD_TIMEOUT_S,
+                 what="offline base: build into a local OCI layout")
+        digest = Layout(built).root().digest
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(built, dest)
+    logger.info("offline_base.built", layout=str(dest), digest=digest, platforms=list(platforms),
                 seconds=round(time.monotonic() - started, 1))
-    return f"{name}@{digest}"
+    return OfflineBase(dest, digest, f"{CONTEXT_NAME}:{ktag}", key)
+
+
+def ensure_offline_base(registry_host: str, repository: str = DEFAULT_REPOSITORY, *,
+                        platforms: Sequence[str] = DEFAULT_PLATFORMS, tag: str = "busybox",
+                        root: Path = DEFAULT_ROOT) -> str:
+    """The base image put into a registry (with the project's registry client, credentials from the
+    docker config) under ``tag`` and ``busybox-<key12>``; returns ``host/repo@sha256:…``."""
+    from pipeline.tools import registry as oci
+    from pipeline.tools import transfer
+
+    base = offline_base(platforms, root=root)
+    host, _, namespace = registry_host.strip("/").partition("/")
+    repo = f"{namespace}/{repository}" if namespace else repository
+    insecure = host.split(":")[0] in ("127.0.0.1", "localhost") or host.startswith("[::1]")
+    creds = oci.credentials_from_docker_config(host, os.environ)
+    layout = Layout(base.layout)
+    body, media = layout.manifest(base.digest)
+    with oci.Registry(host, insecure=insecure, credentials=creds) as reg:
+        existing = reg.manifest_head(repo, key_tag(base.key))
+        if existing is None or existing.digest != base.digest:
+            transfer.push(layout, base.digest, reg, repo)
+            for t in (tag, key_tag(base.key)):
+                reg.manifest_put(repo, t, body, media)
+            log.get().info("offline_base.pushed", image=f"{host}/{repo}", digest=base.digest)
+    return f"{registry_host.rstrip('/')}/{repository}@{base.digest}"

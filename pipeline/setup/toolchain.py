@@ -44,6 +44,8 @@ from typing import Any
 from pipeline.errors import ToolError
 from pipeline.tools import proc
 from pipeline.tools.buildx import multi_platform_reason, parse_buildx_inspect
+from pipeline.tools.cosign import help_major
+from pipeline.tools.cosign import parse_version as parse_cosign_version
 from pipeline.tools.docker import engine_info
 
 # --------------------------------------------------------------------------- constants
@@ -122,14 +124,6 @@ def parse_trivy_version(text: str) -> str | None:
     """``trivy --version``: ``Version: 0.59.1`` (first line)."""
     m = re.search(r"^Version:\s*v?(\d+\.\d+\.\d+\S*)", text, re.MULTILINE)
     return m.group(1) if m else None
-
-
-def parse_cosign_version(text: str) -> str | None:
-    """``cosign version``: ``GitVersion: v2.5.0``; ``None`` for a ``devel`` build (Debian's)."""
-    m = re.search(r"^GitVersion:\s*v?(\S+)", text, re.MULTILINE) or re.search(r'"gitVersion":\s*"v?([^"]+)"', text)
-    if not m or not re.match(r"\d+\.\d+", m.group(1)):
-        return None
-    return m.group(1)
 
 
 def parse_registry_version(text: str) -> str | None:
@@ -509,8 +503,7 @@ def cosign_version() -> str | None:
         pv = _out(["dpkg-query", "-W", "-f", "${Version}", "cosign"])
         if pv:
             return _deb_upstream(pv.strip())
-    help_text = _out(["cosign", "sign", "--help"]) or ""
-    return "2" if "--tlog-upload" in help_text else "1"
+    return str(help_major(_out(["cosign", "sign", "--help"]) or ""))
 
 
 def binfmt_entries(root: Path = BINFMT_DIR) -> list[BinfmtEntry]:

@@ -1,26 +1,28 @@
-"""Sign stage, between copy and tag: cosign signs the released digest in every registry, by digest.
+"""Sign stage, between copy and tag: the released digest is signed in every registry, by digest.
 
 **Where: in each release registry, by digest** (``host/repo@sha256:…`` of the index; with
-``sign.recursive`` also each platform manifest), not once in staging with the artifacts copied
-after. Why:
+``sign.recursive`` also each platform manifest), and an SBOM attested per platform manifest,
+before any release tag exists. Each registry's copy is signed and then verified there with our
+public key before the tag stage may write a release tag, so "signed before tagged" holds per
+registry.
 
-* the signature is made where it is verified: each registry's copy is checked (signed, then
-  ``cosign verify`` with our public key) before the tag stage may write a release tag there, so
-  "signed before tagged" holds per registry, not by inference from staging;
-* cosign's own writer handles each registry's format and quirks (v2 ``.sig`` tags, v3 referrers
-  or their fallback index, appending to other keys' signatures), where copying would have to
-  merge signature manifests and referrer indexes by hand;
-* a registry reached by a later promotion gets signed when this stage runs for it; artifacts
-  copied along by other tools (``cosign copy``, :func:`pipeline.sign.attachments.copy_attachments`)
-  verify there too, because cosign does not bind the repository name, and they count as ours.
+**cosign signs, our client writes.** cosign never talks to a registry here: it signs offline
+(v2: ``sign-blob`` over the simple-signing payload, ``attest --no-upload`` for the DSSE envelope;
+v3: ``attest-blob --statement`` over the in-toto statement ``cosign sign`` would sign,
+``attest --no-upload --bundle``), and :mod:`pipeline.sign.writer` puts the artifacts into the
+registry in cosign's own format (v2 ``.sig``/``.att`` tags, v3 referrers or their fallback
+index), every request retried on its own. Verification reads the artifacts with our client into
+a local layout that cosign checks (``verify --local-image``). So signing survives registries that
+fail a share of their requests, and both cosign 2 and 3 verify the result.
 
-The price: one signature (and, with the tlog on, one Rekor entry) per registry instead of one in
-total. The SBOM is made once per platform (Trivy CycloneDX, from staging by digest) and attested
-in every registry (``cosign attest --type cyclonedx`` on the platform manifest).
+The SBOM is made once per platform from the local layout (Trivy CycloneDX, no network).
 
-**Idempotent:** before signing, :func:`pipeline.sign.attachments.listing` reads what the registry holds
-for the digest; when something of that kind is there, ``cosign verify`` with our key decides
-whether it is ours (see :func:`pipeline.sign.attachments.decide`). A re-release adds nothing.
+**Idempotent:** before signing, :func:`pipeline.sign.attachments.listing` reads what the registry
+holds for the digest; when something of that kind is there, cosign verifies it with our key
+(:func:`pipeline.sign.attachments.decide`). A re-release adds nothing. Two releases on one machine
+take a machine-wide lock per registry, repository and digest, so they never both sign it; across
+machines the registry is the only shared state, so at worst a second signature by the same key
+appears, never a broken one.
 
 All registries must succeed: one failure fails the stage, and the tag stage then writes no
 release tag anywhere.
@@ -28,10 +30,9 @@ release tag anywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -43,11 +44,12 @@ from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
-from pipeline.sign import keys
+from pipeline.sign import keys, layouts, writer
 from pipeline.sign.attachments import SIGNATURE, decide, listing
-from pipeline.stage import no_tags_reason
+from pipeline.stage import exclusive, no_tags_reason
 from pipeline.stages.copy import CopyOutput
 from pipeline.tools import cosign, trivy
+from pipeline.tools.oci import Descriptor, Layout
 from pipeline.tools.registry import Registry
 
 SBOM_TYPE = "cyclonedx"
@@ -95,14 +97,12 @@ def sign_targets(ctx: Context) -> list[tuple[RegistryConfig, str]]:
 
 
 class _SBOMs:
-    """One SBOM file per platform for the whole stage, made on first need (thread-safe)."""
+    """One SBOM file per platform for the whole stage, made on first need from the local layout (thread-safe)."""
 
-    def __init__(self, ctx: Context, build: BuildOutput, env: Mapping[str, str], workdir: Path) -> None:
-        staging = ctx.config.registry(build.registry)
-        self._source = f"{staging.host}/{build.repository}"
-        self._insecure = staging.allow_http
+    def __init__(self, ctx: Context, build: BuildOutput, workdir: Path) -> None:
+        self._layout = Layout(build.layout)
+        self._name = f"{ctx.config.registry(build.registry).host}/{build.repository}"
         self._cache_dir = ctx.config.scan.cache_dir
-        self._env = env
         self._dir = workdir
         self._files: dict[str, Path] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -113,8 +113,8 @@ class _SBOMs:
             lock = self._locks.setdefault(platform, threading.Lock())
         with lock:
             if platform not in self._files:
-                data = trivy.sbom(f"{self._source}@{digest}", env=self._env, insecure=self._insecure,
-                                  cache_dir=self._cache_dir)
+                view = self._layout.view(digest, self._dir / f"view-{platform_key(platform)}")
+                data = trivy.sbom(view.path, cache_dir=self._cache_dir, what=f"{self._name}@{digest}")
                 out = self._dir / f"sbom-{platform_key(platform)}.cdx.json"
                 out.write_bytes(data)
                 self._files[platform] = out
@@ -124,7 +124,8 @@ class _SBOMs:
 
 class Sign:
     name: ClassVar[str] = "sign"
-    description: ClassVar[str] = "Sign the digest in every release registry with cosign, and attest an SBOM per platform."
+    description: ClassVar[str] = ("Sign the digest in every release registry (cosign signs offline, our client writes),"
+                                  " and attest an SBOM per platform.")
     tools: ClassVar[tuple[str, ...]] = ("cosign", "trivy")
 
     def skip_reason(self, ctx: Context) -> str | None:
@@ -159,38 +160,35 @@ class Sign:
         targets = sign_targets(ctx)
         major = cosign.installed_major()
         logger = log.get(stage=self.name)
-        sign_digests: list[tuple[str | None, str]] = [(None, build.digest)]
+        layout = Layout(build.layout)
+        subjects: list[tuple[str | None, Descriptor]] = [(None, _descriptor(layout, build.digest))]
         if cfg.sign.recursive:
-            sign_digests += sorted(build.platforms.items())
-        att_digests = sorted(build.platforms.items()) if cfg.sign.sbom else []
+            subjects += [(p, _descriptor(layout, d)) for p, d in sorted(build.platforms.items())]
+        att_subjects = [(p, _descriptor(layout, d)) for p, d in sorted(build.platforms.items())] if cfg.sign.sbom else []
         vuln_reports = scan_reports(ctx) if cfg.sign.attest_scan else {}
 
         with keys.temporary_dir() as tmp, Access(cfg, ctx.env) as access:
             work = Path(tmp)
-            tool_env = access.tool_env()
-            signer = keys.signer(cfg.sign, ctx.env, cosign.Cosign(tool_env))
-            runner = cosign.Cosign({**tool_env, **signer.env})
-            base_verify = keys.verifier(cfg.sign, ctx.env, major, work, runner=runner)
+            signer = keys.signer(cfg.sign, ctx.env, cosign.Cosign())
+            runner = cosign.Cosign(dict(signer.env))      # no registry credentials: cosign asks no registry
+            verifying = keys.verifier(cfg.sign, ctx.env, major, work, runner=runner)
             if cfg.sign.public_key:
                 self._check_pair(cfg.sign.public_key, signer, runner, work)
-            sboms = _SBOMs(ctx, build, tool_env, work)
+            sboms = _SBOMs(ctx, build, work)
+            signing = cosign.Signing(major, signer.key, cfg.sign.tlog_upload)
 
             def one(reg: RegistryConfig, repo: str) -> list[Signed]:
-                client = access.client(reg)
-                signing = cosign.Signing(major, signer.key, cfg.sign.tlog_upload, reg.allow_http)
-                verifying = dataclasses.replace(base_verify, allow_http=reg.allow_http)
+                job = _Job(access.client(reg), reg, repo, layout, signing, verifying, runner, work)
                 done: list[Signed] = []
-                for platform, digest in sign_digests:
-                    done.append(self._ensure(client, reg, repo, digest, platform, SIGNATURE, signing, verifying,
-                                             runner, None))
-                for platform, digest in att_digests:
-                    done.append(self._ensure(client, reg, repo, digest, platform, SBOM_TYPE, signing, verifying,
-                                             runner, lambda p=platform, d=digest: sboms.path(p, d)))
+                for platform, subject in subjects:
+                    done.append(job.ensure(subject, platform, SIGNATURE, None))
+                for platform, subject in att_subjects:
+                    done.append(job.ensure(subject, platform, SBOM_TYPE,
+                                           lambda p=platform, d=subject.digest: sboms.path(p, d)))
                 for platform, digest in sorted(build.platforms.items()):
                     if platform in vuln_reports:
-                        done.append(self._ensure(client, reg, repo, digest, platform, VULN_TYPE, signing, verifying,
-                                                 runner, lambda p=platform: vuln_predicate(vuln_reports[p], work,
-                                                                                           tool_env)))
+                        done.append(job.ensure(_descriptor(layout, digest), platform, VULN_TYPE,
+                                               lambda p=platform: vuln_predicate(vuln_reports[p], work)))
                 logger.info("registry.signed", registry=reg.name, digest=build.digest,
                             signed=sum(1 for d in done if d.action == "signed"),
                             present=sum(1 for d in done if d.action == "present"))
@@ -198,7 +196,7 @@ class Sign:
 
             items: list[Signed] = []
             errors: list[tuple[str, PipelineError]] = []
-            with ThreadPoolExecutor(max_workers=cfg.copy_.concurrency) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
                 futures = {reg.name: pool.submit(one, reg, repo) for reg, repo in targets}
                 for name, future in futures.items():
                     try:
@@ -231,41 +229,86 @@ class Sign:
             raise InfraError(f"sign.public_key: {public_key} is not the public key of sign.key ({signer.description});"
                              " nothing was signed")
 
-    @staticmethod
-    def _ensure(client: Registry, reg: RegistryConfig, repo: str, digest: str, platform: str | None, kind: str,
-                signing: cosign.Signing, verifying: cosign.Verifying, runner: cosign.Cosign,
-                predicate: object) -> Signed:
-        """Sign (or attest) ``digest`` unless our key already did; then prove it verifies."""
-        ref = f"{reg.host}/{repo}@{digest}"
+
+
+def _descriptor(layout: Layout, digest: str) -> Descriptor:
+    body, media = layout.manifest(digest)
+    return Descriptor(media, digest, len(body))
+
+
+def docker_reference(host: str, repo: str) -> str:
+    """The repository as cosign names it in a signature payload (Docker Hub as ``index.docker.io``)."""
+    return f"{'index.docker.io' if host in ('docker.io', 'registry-1.docker.io') else host}/{repo}"
+
+
+@dataclass
+class _Job:
+    """Signing in one registry repository: decide, sign offline, write, verify."""
+
+    client: Registry
+    reg: RegistryConfig
+    repo: str
+    layout: Layout
+    signing: cosign.Signing
+    verifying: cosign.Verifying
+    runner: cosign.Cosign
+    work: Path
+
+    def ours(self, subject: Descriptor, kind: str, what: str) -> cosign.Verified:
+        """Does what the registry holds of ``kind`` for ``subject`` verify with our key (or identity)?"""
+        body, _ = self.layout.manifest(subject.digest)
+        with tempfile.TemporaryDirectory(prefix="verify-", dir=self.work) as tmp:
+            found = layouts.fetch(self.client, self.repo, subject, body, kind, Path(tmp))
+            return layouts.verify(self.runner, self.verifying, found, kind, what)
+
+    def ensure(self, subject: Descriptor, platform: str | None, kind: str, predicate: object) -> Signed:
+        """Sign (or attest) ``subject`` unless our key already did; then prove it verifies."""
+        ref = f"{self.reg.host}/{self.repo}@{subject.digest}"
         what = "signature" if kind == SIGNATURE else f"{kind} attestation"
-        where = f"{reg.name}: {ref}" + (f" ({platform})" if platform else "")
-        logger = log.get(stage="sign", registry=reg.name)
-
-        def verify() -> cosign.Verified:
-            if kind == SIGNATURE:
-                return runner.verify(ref, verifying, what=f"verify the {what} of {where}")
-            return runner.verify_attestations(ref, verifying, predicate_type=kind, what=f"verify the {what} of {where}")
-
-        found = listing(client, repo, digest)
-        decision = decide(found, kind)
-        if decision == "check":
-            decision = decide(found, kind, verify().ok)
-        if decision == "skip":
-            logger.info(f"{'signature' if kind == SIGNATURE else 'attestation'}.present", ref=ref, kind=kind,
-                        platform=platform, count=found.count(kind))
-            return Signed(reg.name, ref, kind, platform, "present")
-        if kind == SIGNATURE:
-            runner.sign(ref, signing, what=f"sign {where}")
-        else:
-            path = predicate() if callable(predicate) else None
-            runner.attest(ref, str(path), signing, predicate_type=kind, what=f"attest the {kind} predicate of {where}")
-        check = verify()
+        where = f"{self.reg.name}: {ref}" + (f" ({platform})" if platform else "")
+        logger = log.get(stage="sign", registry=self.reg.name)
+        with exclusive("sign", self.reg.host, self.repo, subject.digest):
+            found = listing(self.client, self.repo, subject.digest)
+            decision = decide(found, kind)
+            if decision == "check":
+                decision = decide(found, kind, self.ours(subject, kind, f"verify the {what} of {where}").ok)
+            if decision == "skip":
+                logger.info(f"{'signature' if kind == SIGNATURE else 'attestation'}.present", ref=ref, kind=kind,
+                            platform=platform, count=found.count(kind))
+                return Signed(self.reg.name, ref, kind, platform, "present")
+            with tempfile.TemporaryDirectory(prefix="sign-", dir=self.work) as tmp:
+                self._make_and_write(subject, ref, kind, predicate, Path(tmp), where)
+        check = self.ours(subject, kind, f"verify the {what} of {where}")
         if not check.ok:
-            raise InfraError(f"{where}: cosign wrote the {what} but it does not verify with the configured public"
+            raise InfraError(f"{where}: the {what} was written but does not verify with the configured public"
                              f" key or identity: {check.reason}")
         logger.info("image.signed" if kind == SIGNATURE else "attestation.attached", ref=ref, kind=kind,
                     platform=platform)
-        return Signed(reg.name, ref, kind, platform, "signed")
+        return Signed(self.reg.name, ref, kind, platform, "signed")
+
+    def _make_and_write(self, subject: Descriptor, ref: str, kind: str, predicate: object, tmp: Path,
+                        where: str) -> None:
+        if kind == SIGNATURE and self.signing.major >= 3:
+            statement = tmp / "statement.json"
+            statement.write_bytes(writer.sign_statement(subject.digest))
+            bundle = self.runner.attest_blob(str(statement), self.signing, workdir=str(tmp), what=f"sign {where}")
+            writer.write_bundle(self.client, self.repo, subject, bundle)
+        elif kind == SIGNATURE:
+            payload = tmp / "payload.json"
+            payload.write_bytes(writer.simple_signing_payload(docker_reference(self.reg.host, self.repo),
+                                                              subject.digest))
+            signature, extra = self.runner.sign_blob(str(payload), self.signing, workdir=str(tmp),
+                                                     what=f"sign {where}")
+            writer.write_legacy_signature(self.client, self.repo, subject.digest, payload.read_bytes(), signature,
+                                          extra)
+        else:
+            path = predicate() if callable(predicate) else None
+            made = self.runner.attest_offline(ref, str(path), self.signing, predicate_type=kind, workdir=str(tmp),
+                                              what=f"attest the {kind} predicate of {where}")
+            if self.signing.major >= 3:
+                writer.write_bundle(self.client, self.repo, subject, made)
+            else:
+                writer.write_legacy_attestation(self.client, self.repo, subject.digest, made)
 
 
 def scan_reports(ctx: Context) -> dict[str, Path]:
@@ -285,12 +328,12 @@ def scan_reports(ctx: Context) -> dict[str, Path]:
 _vuln_lock = threading.Lock()
 
 
-def vuln_predicate(report: Path, work: Path, env: Mapping[str, str]) -> Path:
+def vuln_predicate(report: Path, work: Path) -> Path:
     """The cosign-vuln predicate of one report, converted once per run."""
     out = work / f"vuln-{report.stem}.json"
     with _vuln_lock:
         if not out.exists():
-            out.write_bytes(trivy.cosign_vuln(report, env=env))
+            out.write_bytes(trivy.cosign_vuln(report))
     return out
 
 

@@ -2,11 +2,12 @@
 
 One engine for the verify stage (after tag, expected digest = the build's) and for
 ``pipeline verify REF`` (expected digest = ``--digest``, else what the registries agree on).
-Per registry it checks, over the registry API and with cosign (both on-registry formats:
-cosign v3 reads bundles and falls back to ``.sig`` tags):
+Per registry it checks, over the registry API and with cosign (both on-registry formats; the
+project's registry client reads the artifacts into a local layout that cosign verifies with
+``--local-image``, so no cosign request meets a failing registry):
 
 1. ``tag``: each reference resolves, to the expected digest;
-2. ``signature``: ``cosign verify`` of ``host/repo@<digest>`` (by digest: no second tag lookup)
+2. ``signature``: ``cosign verify`` of the digest's signatures (by digest: no second tag lookup)
    with the configured public key, or keyless identity and issuer (each platform manifest too
    with ``sign.recursive``);
 3. ``attestation``: ``cosign verify-attestation --type cyclonedx`` per platform manifest
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +32,10 @@ from typing import Any
 from pipeline import log
 from pipeline.access.registries import Access
 from pipeline.config import Config, RegistryConfig
-from pipeline.sign import keys
+from pipeline.sign import keys, layouts
+from pipeline.sign.attachments import SIGNATURE
 from pipeline.tools import cosign
+from pipeline.tools.oci import Descriptor
 from pipeline.tools.registry import INDEX_TYPES, Registry, index_platforms
 
 SBOM_TYPE = "cyclonedx"
@@ -143,8 +147,7 @@ def verify(config: Config, env: Mapping[str, str], targets: Sequence[Target], *,
         if not with_cosign or digest is None:
             return report
         major = cosign.installed_major()
-        tool_env = {**access.tool_env(), **keys.passthrough_env(env)}
-        runner = cosign.Cosign(tool_env)
+        runner = cosign.Cosign(keys.passthrough_env(env))   # no registry credentials: cosign asks no registry
         base = keys.verifier(sign, env, major, Path(workdir or tmp), runner=runner)
         repos: dict[tuple[str, str], tuple[RegistryConfig, str]] = {}
         for t in targets:
@@ -155,25 +158,29 @@ def verify(config: Config, env: Mapping[str, str], targets: Sequence[Target], *,
             if client.manifest_head(repo, digest) is None:
                 return [Check(reg.name, f"{reg.host}/{repo}@{digest}", "signature", False,
                               "the digest is not in this registry")]
-            v = dataclasses.replace(base, allow_http=reg.allow_http)
             plats = dict(platforms) if platforms is not None else platforms_of(client, repo, digest)
             out: list[Check] = []
             subjects: list[tuple[str | None, str]] = [(None, digest)]
             if sign.recursive:
                 subjects += sorted(plats.items())
-            for platform, d in subjects:
-                ref = f"{reg.host}/{repo}@{d}"
-                r = runner.verify(ref, v, what=f"verify the signature of {reg.name}: {ref}")
-                out.append(Check(reg.name, ref, "signature", r.ok,
-                                 f"{r.count} verified signature(s)" if r.ok else r.reason, platform))
+            checks = [(p, d, SIGNATURE) for p, d in subjects]
             if sign.sbom:
-                for platform, d in sorted(plats.items()):
-                    ref = f"{reg.host}/{repo}@{d}"
-                    r = runner.verify_attestations(ref, v, predicate_type=SBOM_TYPE,
-                                                   what=f"verify the SBOM attestation of {reg.name}: {ref}")
+                checks += [(p, d, SBOM_TYPE) for p, d in sorted(plats.items())]
+            for platform, d, kind in checks:
+                ref = f"{reg.host}/{repo}@{d}"
+                body, media, _ = client.manifest_get(repo, d)
+                with tempfile.TemporaryDirectory(prefix="verify-", dir=tmp) as where:
+                    found = layouts.fetch(client, repo, Descriptor(media, d, len(body)), body, kind, Path(where))
+                    what = "signature" if kind == SIGNATURE else "SBOM attestation"
+                    r = layouts.verify(runner, base, found, kind, f"verify the {what} of {reg.name}: {ref}")
+                if kind == SIGNATURE:
+                    out.append(Check(reg.name, ref, "signature", r.ok,
+                                     f"{found.legacy_count + found.bundle_count} signature(s), ours verified"
+                                     if r.ok else r.reason, platform))
+                else:
                     out.append(Check(reg.name, ref, "attestation", r.ok,
-                                     f"{r.count} verified {SBOM_TYPE} attestation(s)" if r.ok else r.reason,
-                                     platform))
+                                     f"{found.legacy_count + found.bundle_count} {SBOM_TYPE} attestation(s), ours"
+                                     " verified" if r.ok else r.reason, platform))
             return out
 
         with ThreadPoolExecutor(max_workers=max(1, min(len(repos), config.copy_.concurrency))) as pool:

@@ -68,7 +68,8 @@ class Tag:
         tags: TagsOutput = ctx.outputs["tags"]
         cfg = ctx.config
         failed = dict(copy.failed) if copy else {}
-        targets = [r for r in cfg.release_registries if r.name not in failed]
+        served = set(copy.copied) if copy else {r.name for r in cfg.release_registries}
+        targets = [r for r in cfg.release_registries if r.name in served and r.name not in failed]
         logger = log.get(stage=self.name)
         written: dict[str, list[str]] = {}
         present: dict[str, list[str]] = {}

@@ -33,12 +33,13 @@ class BuildSpec:
     annotations: tuple[tuple[str, str], ...] = ()
     target: str | None = None
     builder: str | None = None
-    push: bool = True
+    output: str | None = None     # e.g. type=oci,dest=DIR,tar=false (a local layout); None: buildx's default
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     provenance: bool = False
     progress: str = "auto"
     metadata_file: str = ""
+    build_contexts: tuple[tuple[str, str], ...] = ()   # (name, value): FROM name → oci-layout://DIR@digest …
 
 
 def build_argv(spec: BuildSpec) -> list[str]:
@@ -56,6 +57,8 @@ def build_argv(spec: BuildSpec) -> list[str]:
         argv += ["--label", f"{key}={value}"]
     for key, value in spec.annotations:
         argv += ["--annotation", f"{key}={value}"]
+    for name, value in spec.build_contexts:
+        argv += ["--build-context", f"{name}={value}"]
     for tag in spec.tags:
         argv += ["--tag", tag]
     for cache in spec.cache_from:
@@ -64,8 +67,8 @@ def build_argv(spec: BuildSpec) -> list[str]:
         argv += ["--cache-to", cache]
     if spec.metadata_file:
         argv += ["--metadata-file", spec.metadata_file]
-    if spec.push:  # OCI media types: annotations need them, and split merges produce an OCI index too
-        argv += ["--output", "type=image,push=true,oci-mediatypes=true"]
+    if spec.output:
+        argv += ["--output", spec.output]
     argv.append(spec.context)
     return argv
 
@@ -141,6 +144,24 @@ def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = 
             if p not in platforms:
                 platforms.append(p)
     return BuilderInfo(info.name, info.driver, tuple(platforms))
+
+
+def exports_oci(driver: str, engine: EngineInfo | None) -> bool:
+    """Can this builder write an OCI layout (``--output type=oci``)? The docker driver only on the
+    containerd image store; the classic store refuses every file exporter and can only push."""
+    if driver in MULTI_PLATFORM_DRIVERS:
+        return True
+    return driver == "docker" and engine is not None and engine.containerd_snapshotter
+
+
+_CACHE_HINTS = ("buildcache", "cache manifest", "cache importer", "importing cache", "cache-from", "failed to fetch"
+                " cache", "cache export")
+
+
+def cache_failure(output: str) -> bool:
+    """Does a failed build's output point at the build cache (so that building without it may pass)?"""
+    text = output.lower()
+    return any(h in text for h in _CACHE_HINTS)
 
 
 def unsupported_platforms(wanted: Sequence[str], supported: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""cosign: pure argv builders, one runner, output parsers.
+"""cosign: pure argv builders, one runner, output parsers. cosign only signs and verifies here.
 
 Every command line comes from a pure function (tested by equality) and runs
 through :func:`pipeline.tools.proc.run`. The key password reaches cosign only as
@@ -15,9 +15,13 @@ cosign major versions differ in defaults (specs/cosign.md §0, §5):
   config rejects ``--tlog-upload=false``, so a private setup passes
   ``--use-signing-config=false --tlog-upload=false``.
 
-Verification is the same command line for both: ``cosign verify`` v3 reads
-bundles and falls back to ``.sig`` tags, v2 reads ``.sig`` tags. With the tlog
-off, verifiers pass ``--insecure-ignore-tlog=true``.
+cosign never talks to a registry in a release (specs/cosign-offline.md): it signs blobs and
+statements offline (``sign-blob``, ``attest-blob --statement``, ``attest --no-upload`` on a digest
+reference, which makes no registry request) and the project's registry client writes the
+artifacts (:mod:`pipeline.sign.writer`); it verifies a local OCI layout that the client filled
+(``verify --local-image``, :mod:`pipeline.sign.layouts`). So every registry request of signing
+and verifying retries under the one policy. With the tlog off, verifiers pass
+``--insecure-ignore-tlog=true``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ToolError
@@ -70,14 +75,37 @@ def major_version(version: str | None) -> int:
     return major
 
 
+def help_major(sign_help: str) -> int:
+    """The major version from ``cosign sign --help`` itself, for builds whose ``cosign version`` says
+    ``devel`` (Debian's): v3 defaults ``--use-signing-config`` to true (its help lists
+    ``--use-signing-config=true:``), 2.6 has the flag defaulting to false, older v2 lack it but have
+    ``--tlog-upload``."""
+    for line in sign_help.splitlines():
+        if "--use-signing-config" in line and "cosign sign" not in line:   # the flag, not a usage example
+            return 3 if ("--use-signing-config=true" in line or "(default true)" in line) else 2
+    return 2 if "--tlog-upload" in sign_help else 1
+
+
+def parse_version(text: str) -> str | None:
+    """``cosign version``: ``GitVersion: v2.5.0``; ``None`` for a ``devel`` build (Debian's)."""
+    m = re.search(r"^GitVersion:\s*v?(\S+)", text, re.MULTILINE) or re.search(r'"gitVersion":\s*"v?([^"]+)"', text)
+    if not m or not re.match(r"\d+\.\d+", m.group(1)):
+        return None
+    return m.group(1)
+
+
 @functools.cache
 def installed_major() -> int:
-    """The installed cosign's major version (Debian builds say ``devel``: see toolchain.cosign_version)."""
-    from pipeline.setup import toolchain
-
+    """The installed cosign's major version: its own ``cosign version`` when that names one, else what its
+    ``sign --help`` shows (never a package manager's word about some other file)."""
     if proc.which(COSIGN) is None:
         raise ToolError("cosign is not installed; run 'pipeline doctor' to see how to install it", tool=COSIGN)
-    return major_version(toolchain.cosign_version())
+    out = proc.run([COSIGN, "version"], check=False, timeout=60, what="cosign version")
+    version = parse_version(out.stdout + "\n" + out.stderr)
+    if version:
+        return major_version(version)
+    sign_help = proc.run([COSIGN, "sign", "--help"], check=False, timeout=60, what="cosign sign --help")
+    return major_version(str(help_major(sign_help.stdout + sign_help.stderr)))
 
 
 # --------------------------------------------------------------------------- argv builders (pure)
@@ -144,6 +172,50 @@ def attest_argv(ref: str, predicate_path: str, s: Signing, *, predicate_type: st
     argv += _tlog_flags(s.major, s.tlog_upload)
     argv += _registry_flags(s.allow_http)
     return argv + [ref]
+
+
+def _key_flags(s: Signing) -> list[str]:
+    return (["--key", s.key] if s.key else []) + _tlog_flags(s.major, s.tlog_upload)
+
+
+def sign_blob_argv(payload: str, s: Signing, *, output_signature: str, bundle: str | None = None,
+                   output_certificate: str | None = None) -> list[str]:
+    """cosign v2 ``sign-blob``: the signature of a simple-signing payload (the same scheme ``cosign sign``
+    uses for a ``.sig`` layer), written to ``output_signature`` (base64). ``bundle`` (cosign's legacy
+    bundle file) carries the Rekor entry when the tlog is on; ``output_certificate`` the keyless cert."""
+    argv = [COSIGN, "sign-blob", "--yes", *_key_flags(s), "--output-signature", output_signature]
+    if bundle:
+        argv += ["--bundle", bundle]
+    if output_certificate:
+        argv += ["--output-certificate", output_certificate]
+    return argv + [payload]
+
+
+def attest_blob_argv(statement: str, s: Signing, *, bundle: str) -> list[str]:
+    """cosign v3 ``attest-blob --statement``: a Sigstore bundle (DSSE) over our in-toto statement, exactly
+    what ``cosign sign`` v3 puts in its referrer (``sign`` itself would read the registry)."""
+    return [COSIGN, "attest-blob", "--yes", *_key_flags(s), "--statement", statement, "--bundle", bundle]
+
+
+def attest_offline_argv(ref: str, predicate_path: str, s: Signing, *, predicate_type: str,
+                        bundle: str | None = None) -> list[str]:
+    """``cosign attest --no-upload`` on a digest reference (no registry request at all): v2 prints the DSSE
+    envelope of the ``.att`` layer on stdout; v3 writes the referrer's bundle to ``bundle``."""
+    _need_digest(ref)
+    argv = [COSIGN, "attest", "--yes", "--no-upload", "--type", predicate_type, "--predicate", predicate_path,
+            *_key_flags(s)]
+    if bundle:
+        argv += ["--bundle", bundle]
+    return argv + [ref]
+
+
+def verify_local_argv(layout: str, v: Verifying, *, predicate_type: str | None = None) -> list[str]:
+    """``cosign verify --local-image DIR`` (or ``verify-attestation --type T``): a layout our client filled
+    with the image manifest and its artifacts; no registry is asked."""
+    if predicate_type:
+        return [COSIGN, "verify-attestation", "--local-image", "--type", predicate_type, *_verify_flags(v),
+                "--output", "json", layout]
+    return [COSIGN, "verify", "--local-image", *_verify_flags(v), "--output", "json", layout]
 
 
 def _verify_flags(v: Verifying) -> list[str]:
@@ -238,6 +310,34 @@ def parse_attestation_output(stdout: str) -> list[dict[str, Any]]:
     return out
 
 
+def legacy_annotations(bundle_path: str, cert_path: str) -> dict[str, str]:
+    """The ``.sig`` layer annotations cosign v2 adds beside the signature: the keyless certificate
+    (``dev.sigstore.cosign/certificate``, its ``chain``) and the Rekor bundle (``dev.sigstore.cosign/bundle``),
+    from what ``sign-blob`` wrote (specs/cosign.md §1.3)."""
+    out: dict[str, str] = {}
+    try:
+        data = json.loads(Path(bundle_path).read_text())
+    except (OSError, ValueError):
+        data = {}
+    rekor = data.get("rekorBundle") if isinstance(data, dict) else None
+    if isinstance(rekor, dict) and rekor:
+        out["dev.sigstore.cosign/bundle"] = json.dumps(rekor, separators=(",", ":"))
+    cert = ""
+    try:
+        cert = Path(cert_path).read_text()
+    except OSError:
+        raw = data.get("cert") if isinstance(data, dict) else None
+        if isinstance(raw, str) and raw:
+            try:
+                cert = base64.b64decode(raw).decode()
+            except ValueError:
+                cert = ""
+    if "BEGIN CERTIFICATE" in cert:
+        out["dev.sigstore.cosign/certificate"] = cert
+        out["dev.sigstore.cosign/chain"] = ""
+    return out
+
+
 def failure_reason(stderr: str) -> str:
     """The line of cosign's stderr that says why (its ``Error: …`` line, else the last line)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
@@ -292,6 +392,34 @@ class Cosign:
             raise ToolError(f"{what}: cosign failed: {reason}", tool=COSIGN, returncode=r.returncode,
                             stderr=r.stderr)
         return Verified(False, (), reason)
+
+    def sign_blob(self, payload: str, s: Signing, *, workdir: str, what: str) -> tuple[str, dict[str, str]]:
+        """(base64 signature, extra layer annotations: certificate, chain, Rekor bundle) for a payload."""
+        sig, bundle, cert = (str(Path(workdir) / n) for n in ("blob.sig", "blob.bundle", "blob.crt"))
+        self.run(sign_blob_argv(payload, s, output_signature=sig, bundle=bundle,
+                                output_certificate=None if s.key else cert), what)
+        return Path(sig).read_text().strip(), legacy_annotations(bundle, cert)
+
+    def attest_blob(self, statement: str, s: Signing, *, workdir: str, what: str) -> bytes:
+        bundle = str(Path(workdir) / "statement.bundle.json")
+        self.run(attest_blob_argv(statement, s, bundle=bundle), what)
+        return Path(bundle).read_bytes()
+
+    def attest_offline(self, ref: str, predicate_path: str, s: Signing, *, predicate_type: str, workdir: str,
+                       what: str) -> bytes:
+        """v2: the DSSE envelope (stdout); v3: the bundle."""
+        bundle = str(Path(workdir) / "attestation.bundle.json") if s.major >= 3 else None
+        r = self.run(attest_offline_argv(ref, predicate_path, s, predicate_type=predicate_type, bundle=bundle), what)
+        if bundle:
+            return Path(bundle).read_bytes()
+        envelope = next((ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("{")), "")
+        if not envelope:
+            raise ToolError(f"{what}: cosign printed no attestation envelope", tool=COSIGN)
+        return envelope.encode()
+
+    def verify_local(self, layout: str, v: Verifying, *, predicate_type: str | None = None, what: str) -> Verified:
+        parse = parse_attestation_output if predicate_type else parse_verify_output
+        return self._verify(verify_local_argv(layout, v, predicate_type=predicate_type), what, parse)
 
     def generate_key_pair(self, prefix: str, *, what: str = "cosign generate-key-pair") -> None:
         self.run(generate_key_pair_argv(prefix), what)

@@ -1,14 +1,15 @@
-"""Trivy: argv builders (pure), the runners, the vulnerability DB, a scan cache, and a typed report.
+"""Trivy: argv builders (pure), the runners, and what the DB in its cache is.
 
 The gate never lets Trivy decide: scans run without ``--exit-code``, without
 ``--severity`` and with Trivy's own ignore files and filter variables neutralised
 (``NEUTRAL_ENV``, an empty working directory), so the JSON holds every finding
 and :mod:`pipeline.scan.policy` judges it. Facts: specs/trivy.md.
 
-The DB is fetched in its own step (``--download-db-only``, one ``--db-repository``
-at a time, in the configured order) and every scan then runs with
-``--skip-db-update``: registry credentials for the scanned image are never sent
-to a DB mirror, and "no DB" is an error of its own, never a silent pass.
+Trivy sends nothing to the network: it scans a local OCI layout (``--input``), and the
+vulnerability and Java DBs are put into its cache by the project's registry client
+(:mod:`pipeline.scan.db`), so every scan runs with ``--skip-db-update``,
+``--skip-java-db-update`` and ``--offline-scan``. "No DB" is an error of its own, never a
+silent pass.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import contextlib
 import functools
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import log
 from pipeline.errors import InfraError, ToolError
 from pipeline.tools import proc
 
@@ -31,7 +31,9 @@ SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 STATUSES = ("unknown", "not_affected", "affected", "fixed", "under_investigation", "will_not_fix",
             "fix_deferred", "end_of_life")
 DEFAULT_DB_REPOSITORIES = ("mirror.gcr.io/aquasec/trivy-db:2", "ghcr.io/aquasecurity/trivy-db:2")
+DEFAULT_JAVA_DB_REPOSITORIES = ("mirror.gcr.io/aquasec/trivy-java-db:1", "ghcr.io/aquasecurity/trivy-java-db:1")
 DB_SCHEMA_VERSION = 2
+JAVA_DB_SCHEMA_VERSION = 1
 SCANNERS = ("vuln", "secret")
 #: Filters a user may have exported for their own trivy runs; the gate's scan must not inherit them.
 NEUTRAL_ENV = {
@@ -60,45 +62,28 @@ def _optional(supported: frozenset[str]) -> list[str]:
     return [f for f in OPTIONAL_FLAGS if f in supported]
 
 
-def download_db_argv(cache_dir: str, repository: str, *, insecure: bool = False,
-                     supported: frozenset[str] = frozenset()) -> list[str]:
-    """Fetch the vulnerability DB from one repository into ``cache_dir`` (no scan)."""
-    argv = [TRIVY, "image", "--download-db-only", "--no-progress", "--cache-dir", cache_dir,
-            "--db-repository", repository]
-    if insecure:
-        argv.append("--insecure")
-    return argv + _optional(supported)
-
-
-def scan_argv(image: str, *, cache_dir: str, output: str, insecure: bool = False, timeout_seconds: int = 900,
-              scanners: Sequence[str] = SCANNERS, java_db_repositories: Sequence[str] = (),
-              skip_java_db_update: bool = False, supported: frozenset[str] = frozenset()) -> list[str]:
-    """Scan one image (``registry/repo@sha256:…``) from its registry into a JSON file.
+def scan_argv(layout: str, *, cache_dir: str, output: str, timeout_seconds: int = 900,
+              scanners: Sequence[str] = SCANNERS, supported: frozenset[str] = frozenset()) -> list[str]:
+    """Scan one platform's local OCI layout (``--input DIR``) into a JSON file, with no network at all:
+    the vulnerability and Java DBs are in ``cache_dir`` already (fetched by our client), ``--offline-scan``
+    keeps Trivy from asking Maven Central about JARs.
 
     No ``--exit-code``, no ``--severity``, no ignore flags: the JSON holds every finding.
     """
-    argv = [TRIVY, "image", "--format", "json", "--output", output, "--cache-dir", cache_dir,
-            "--skip-db-update", "--scanners", ",".join(scanners), "--image-src", "remote",
+    argv = [TRIVY, "image", "--input", layout, "--format", "json", "--output", output, "--cache-dir", cache_dir,
+            "--skip-db-update", "--skip-java-db-update", "--offline-scan", "--scanners", ",".join(scanners),
             "--timeout", f"{timeout_seconds}s", "--no-progress"]
-    for repo in java_db_repositories:
-        argv += ["--java-db-repository", repo]
-    if skip_java_db_update:
-        argv.append("--skip-java-db-update")
-    if insecure:
-        argv.append("--insecure")
-    return argv + _optional(supported) + [image]
+    return argv + _optional(supported)
 
 
-def sbom_argv(image: str, *, output: str, insecure: bool = False, cache_dir: str | None = None,
-              timeout_seconds: int = 900, supported: frozenset[str] = frozenset()) -> list[str]:
-    """A CycloneDX SBOM of one image (needs no vulnerability DB)."""
-    argv = [TRIVY, "image", "--format", "cyclonedx", "--output", output, "--image-src", "remote",
+def sbom_argv(layout: str, *, output: str, cache_dir: str | None = None, timeout_seconds: int = 900,
+              supported: frozenset[str] = frozenset()) -> list[str]:
+    """A CycloneDX SBOM of one platform's local OCI layout (needs no vulnerability DB, no network)."""
+    argv = [TRIVY, "image", "--input", layout, "--format", "cyclonedx", "--output", output, "--offline-scan",
             "--timeout", f"{timeout_seconds}s", "--no-progress"]
     if cache_dir:
         argv += ["--cache-dir", cache_dir]
-    if insecure:
-        argv.append("--insecure")
-    return argv + _optional(supported) + [image]
+    return argv + _optional(supported)
 
 
 def version_argv() -> list[str]:
@@ -140,21 +125,46 @@ def version() -> str:
         return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "unknown"
 
 
-def scan(image: str, *, cache_dir: str, env: Mapping[str, str] | None = None, insecure: bool = False,
-         timeout_seconds: int = 900, java_db_repositories: Sequence[str] = (),
-         skip_java_db_update: bool = False, scanners: Sequence[str] = SCANNERS) -> bytes:
-    """Run the scan; returns Trivy's JSON (bytes). Runs in an empty directory (no stray ignore files)."""
+class JavaDBNeeded(ToolError):
+    """The image holds JARs and the cache has no Java DB yet: fetch it (our client) and scan again."""
+
+
+def _named(tmp: Path, layout: str | Path, name: str) -> str:
+    """The ``--input`` for a layout, named after the image: ``name`` is ``registry/repo@sha256:…``, the
+    layout is linked at ``registry/repo`` in the run's directory, and Trivy (which cuts the input at
+    ``@`` and picks that digest from ``index.json``) names the artifact ``registry/repo@sha256:…`` in
+    its report, not after a temporary directory."""
+    path, _, digest = (name or "image").partition("@")
+    link = tmp / path.strip("/")
+    if link.exists() or link.is_symlink() or tmp not in link.parents:
+        link = tmp / "images" / "image"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Path(layout).resolve(), target_is_directory=True)
+    relative = str(link.relative_to(tmp))
+    return f"{relative}@{digest}" if digest else relative
+
+
+def scan(layout: str | Path, *, cache_dir: str, env: Mapping[str, str] | None = None, timeout_seconds: int = 900,
+         scanners: Sequence[str] = SCANNERS, what: str = "") -> bytes:
+    """Scan a local per-platform layout; returns Trivy's JSON (bytes). ``what`` (the image reference) names
+    the artifact in the report. Runs in an empty directory (no stray ignore files). Raises
+    :class:`JavaDBNeeded` when the image needs the Java DB the cache lacks."""
+    what = what or str(layout)
     with workdir() as tmp:
         out = tmp / "report.json"
-        argv = scan_argv(image, cache_dir=str(Path(cache_dir).resolve()), output=str(out), insecure=insecure,
-                         timeout_seconds=timeout_seconds, java_db_repositories=java_db_repositories,
-                         skip_java_db_update=skip_java_db_update, supported=supported_flags(),
-                         scanners=scanners)
-        proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"trivy scan of {image}")
+        argv = scan_argv(_named(tmp, layout, what), cache_dir=str(Path(cache_dir).resolve()), output=str(out),
+                         timeout_seconds=timeout_seconds, supported=supported_flags(), scanners=scanners)
+        try:
+            proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"trivy scan of {what}")
+        except ToolError as exc:
+            if exc.returncode is not None and "skip-java-db-update" in (exc.stderr or ""):
+                raise JavaDBNeeded(f"trivy scan of {what}: the image needs the Java DB", tool="trivy",
+                                   returncode=exc.returncode, stderr=exc.stderr) from None
+            raise
         try:
             return out.read_bytes()
         except OSError:
-            raise ToolError(f"trivy scan of {image}: no report was written", tool="trivy") from None
+            raise ToolError(f"trivy scan of {what}: no report was written", tool="trivy") from None
 
 
 def cosign_vuln(report_path: str | Path, *, env: Mapping[str, str] | None = None) -> bytes:
@@ -169,19 +179,19 @@ def cosign_vuln(report_path: str | Path, *, env: Mapping[str, str] | None = None
             raise ToolError(f"convert {report_path}: trivy wrote no predicate", tool="trivy") from None
 
 
-def sbom(image_ref: str, *, env: Mapping[str, str] | None = None, insecure: bool = False,
-         cache_dir: str | None = None, timeout_seconds: int = 900) -> bytes:
-    """A CycloneDX JSON SBOM of ``image_ref`` (by digest, from its registry). No DB needed."""
+def sbom(layout: str | Path, *, env: Mapping[str, str] | None = None, cache_dir: str | None = None,
+         timeout_seconds: int = 900, what: str = "") -> bytes:
+    """A CycloneDX JSON SBOM of a local per-platform layout (``what`` names it). No DB, no network."""
     with workdir("pipeline-sbom-") as tmp:
         out = tmp / "sbom.cdx.json"
-        argv = sbom_argv(image_ref, output=str(out), insecure=insecure,
+        argv = sbom_argv(_named(tmp, layout, what), output=str(out),
                          cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None,
                          timeout_seconds=timeout_seconds, supported=supported_flags())
-        proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"SBOM of {image_ref}")
+        proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"SBOM of {what or layout}")
         try:
             return out.read_bytes()
         except OSError:
-            raise ToolError(f"SBOM of {image_ref}: trivy wrote no file", tool="trivy") from None
+            raise ToolError(f"SBOM of {what or layout}: trivy wrote no file", tool="trivy") from None
 
 
 # --------------------------------------------------------------------------- the vulnerability DB
@@ -241,45 +251,6 @@ def no_db_message(cache_dir: str, tried: Sequence[tuple[str, str]], skip_update:
             " scan.db_repository with a mirror this machine can reach (copy the DB there with 'pipeline scan"
             " --mirror-db REGISTRY/REPO:2' from a connected machine), or prewarm scan.cache_dir with 'pipeline"
             " scan --download-db'" + ("; scan.skip_db_update = true needs a prewarmed cache" if skip_update else ""))
-
-
-def ensure_db(cache_dir: str, repositories: Sequence[str], *, insecure: Callable[[str], bool],
-              env: Mapping[str, str] | None = None, skip_update: bool = False, timeout_seconds: int = 900,
-              runner: Callable[..., proc.Completed] = proc.run) -> DBInfo:
-    """A usable DB in ``cache_dir``: downloaded from the first repository that works (Trivy skips the
-    download while the cached one is fresh), else the cached one with a warning, else NoDatabaseError."""
-    logger = log.get(stage="scan")
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    if skip_update:
-        info = read_db(cache_dir)
-        if info is None:
-            raise NoDatabaseError(no_db_message(cache_dir, [], True))
-        return info
-    tried: list[tuple[str, str]] = []
-    for repo in repositories or DEFAULT_DB_REPOSITORIES:
-        argv = download_db_argv(str(Path(cache_dir).resolve()), repo, insecure=insecure(repo),
-                                supported=supported_flags())
-        with workdir() as tmp:
-            try:
-                runner(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds, what=f"DB download from {repo}")
-            except ToolError as exc:
-                if exc.returncode is None and "not installed" in str(exc):
-                    raise
-                why = _short(exc.stderr) or str(exc)
-                tried.append((repo, why))
-                logger.warning("db.download_failed", repository=repo, error=why)
-                continue
-        info = read_db(cache_dir, repo)
-        if info is not None:
-            logger.info("db.ready", repository=repo, updated_at=info.updated_at)
-            return info
-        tried.append((repo, "trivy wrote no usable DB"))
-    info = read_db(cache_dir)
-    if info is None:
-        raise NoDatabaseError(no_db_message(cache_dir, tried, False))
-    logger.warning("db.stale_used", updated_at=info.updated_at, cache_dir=cache_dir,
-                   note="no DB repository answered; scanning with the cached DB")
-    return info
 
 
 def _short(stderr: str) -> str:

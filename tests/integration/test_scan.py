@@ -108,7 +108,8 @@ def assert_release_registries_untouched(registries: dict[str, Any], name: str, d
         assert skopeo_tags(reg, name) == [], f"{r} got release tags (skopeo)"
         for digest in (index, *platforms):
             assert not http_has_manifest(reg, name, digest), f"{r} got {digest}"
-    assert http_has_manifest(registries["ecr"], f"staging/{name}", index)      # the candidate stays staged
+    for digest in (index, *platforms):                                          # staging got nothing either:
+        assert not http_has_manifest(registries["ecr"], f"staging/{name}", digest)  # the gate runs before uploads
 
 
 # --------------------------------------------------------------------------- the gate
@@ -211,19 +212,30 @@ def test_standalone_scan_reuses_the_staged_candidate_and_its_scan(tmp_path, regi
     assert all(p["cached"] for p in data["platforms"].values())
 
 
-def test_trivy_reads_the_staging_credentials_from_the_private_docker_config(tmp_path, registries, offline_base,
-                                                                             db_ref):
-    """Staging behind htpasswd; the user's docker config knows nothing: only Access's private one has them."""
+def test_a_staged_candidate_is_fetched_with_the_configs_credentials_and_scanned_locally(
+        tmp_path, registries, offline_base, db_ref, monkeypatch):
+    """Staging behind htpasswd; the user's docker config knows nothing: our client fetches the candidate
+    staged by another machine with the credentials the config names, and Trivy scans it locally."""
+    exception = ('[[exceptions]]\nid = "CVE-2099-0001"\npackage = "musl"\nreason = "for staging"\n'
+                 'expires = 2099-01-01\n')
     cfg = project(tmp_path, registries, offline_base, db_ref, name="scan-auth", cache=tmp_path / "cache",
-                  arm64_only=True)
+                  arm64_only=True, exceptions=exception)
     cfg.write_text(cfg.read_text().replace('registry = "ecr"', 'registry = "ghcr"'))
+    builder = tmp_path / "builder"          # the machine that built and staged it
+    builder.mkdir()
+    monkeypatch.chdir(builder)
     code, out, err = pipeline(["build", "--config", str(cfg)])
     assert code == 0, err[-3000:]
+    (tmp_path / "scan-exceptions.toml").write_text("")     # the exception is gone
+    scanner = tmp_path / "scanner"          # another machine: no local layout, an empty docker config
+    scanner.mkdir()
+    monkeypatch.chdir(scanner)
     empty = tmp_path / "empty-docker-config"
     empty.mkdir()
     env = {**github_env(), "DOCKER_CONFIG": str(empty)}
     code, out, err = pipeline(["scan", "--config", str(cfg), "--format", "json"], env)
     assert code == 1, err[-3000:]
+    assert "staging has an image with the same build inputs (fetched into a local layout)" in err
     data = json.loads(out)
     assert data["platforms"]["linux/arm64"]["image"].startswith(f"{registries['ghcr'].host}/staging/scan-auth@")
     assert data["platforms"]["linux/arm64"]["blocking"][0]["id"] == "CVE-2099-0001"
@@ -256,14 +268,18 @@ def test_mirror_db_then_download_db_from_the_mirror(tmp_path, registries, db_ref
     assert json.loads(out)["source"].startswith("cache:")
 
 
-def test_sbom_needs_no_db(registries, offline_base):
-    from pipeline.tools import trivy
+def test_sbom_needs_no_db(registries, offline_base, tmp_path):
+    from pipeline.tools import transfer, trivy
+    from pipeline.tools.oci import Layout
 
     reg = registries["ecr"]
+    repo, digest = offline_base.split("/", 1)[1].split("@")
+    layout = Layout.create(tmp_path / "layout")
     with Registry(reg.host, insecure=True) as client:
-        body, _, _ = client.manifest_get(offline_base.split("/", 1)[1].split("@")[0], offline_base.split("@")[1])
-    digest = json.loads(body)["manifests"][0]["digest"]
-    doc = json.loads(trivy.sbom(f"{offline_base.split('@')[0]}@{digest}", insecure=True))
+        transfer.pull(client, repo, digest, layout)
+    platform = next(iter(layout.platforms(digest).values()))
+    view = layout.view(platform, tmp_path / "view")
+    doc = json.loads(trivy.sbom(view.path, what=f"{reg.host}/{repo}@{platform}"))
     assert doc["bomFormat"] == "CycloneDX"
 
 

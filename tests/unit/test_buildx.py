@@ -7,26 +7,36 @@ from pipeline.tools.buildx import BuildSpec, build_argv, summarize_failure, unsu
 from pipeline.tools.registry import index_platforms, platform_name
 
 
-def test_build_argv_single_multi_platform_push():
+def test_build_argv_single_multi_platform_to_a_local_layout():
     spec = BuildSpec(context="ctx", dockerfile="ctx/Dockerfile", platforms=("linux/amd64", "linux/arm64"),
-                     tags=("reg:5000/app:candidate-1",), build_args=(("A", "1"),),
-                     labels=(("org.opencontainers.image.version", "1.2.3"),),
+                     build_args=(("A", "1"),), labels=(("org.opencontainers.image.version", "1.2.3"),),
                      annotations=(("manifest:org.opencontainers.image.version", "1.2.3"),), target="runtime",
                      cache_from=("type=registry,ref=reg:5000/app:buildcache",), cache_to=("type=inline",),
-                     metadata_file="/tmp/m.json", progress="plain")
+                     metadata_file="/tmp/m.json", progress="plain", output="type=oci,dest=/tmp/out,tar=false",
+                     build_contexts=(("base.invalid/busybox:1", "oci-layout:///x@sha256:" + "a" * 64),))
     assert build_argv(spec) == [
         "docker", "buildx", "build", "--file", "ctx/Dockerfile", "--platform", "linux/amd64,linux/arm64",
         "--progress=plain", "--provenance=false", "--target", "runtime", "--build-arg", "A=1",
         "--label", "org.opencontainers.image.version=1.2.3",
         "--annotation", "manifest:org.opencontainers.image.version=1.2.3",
-        "--tag", "reg:5000/app:candidate-1", "--cache-from", "type=registry,ref=reg:5000/app:buildcache",
+        "--build-context", "base.invalid/busybox:1=oci-layout:///x@sha256:" + "a" * 64,
+        "--cache-from", "type=registry,ref=reg:5000/app:buildcache",
         "--cache-to", "type=inline", "--metadata-file", "/tmp/m.json",
-        "--output", "type=image,push=true,oci-mediatypes=true", "ctx"]
+        "--output", "type=oci,dest=/tmp/out,tar=false", "ctx"]
+
+
+def test_only_builders_that_can_export_a_layout_get_one():
+    from pipeline.tools.buildx import exports_oci
+    from pipeline.tools.docker import EngineInfo
+
+    assert exports_oci("docker", EngineInfo("26.1.5", "overlayfs", True))
+    assert not exports_oci("docker", EngineInfo("26.1.5", "overlay2", False)) and not exports_oci("docker", None)
+    assert exports_oci("docker-container", None) and exports_oci("kubernetes", None)
 
 
 def test_build_argv_builder_provenance_no_push():
     argv = build_argv(BuildSpec(context=".", dockerfile="Dockerfile", platforms=("linux/arm64",), builder="remote",
-                                provenance=True, push=False))
+                                provenance=True))
     assert argv[:5] == ["docker", "buildx", "build", "--builder", "remote"]
     assert "--provenance=mode=max" in argv and "--output" not in argv and argv[-1] == "."
 

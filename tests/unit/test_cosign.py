@@ -218,3 +218,12 @@ def test_failure_reason_and_policy_classification(name, reason, policy):
 def test_failure_reason_falls_back_to_the_last_line():
     assert c.failure_reason("one\ntwo\n\n") == "two"
     assert c.failure_reason("") == ""
+
+
+def test_the_major_version_comes_from_the_binary_when_it_says_devel():
+    """Debian's cosign 3.1.1 says GitVersion devel; its sign --help (recorded) shows what it is."""
+    data = Path(__file__).resolve().parents[1] / "data" / "cosign"
+    assert c.help_major((data / "sign_help_v3.1.1.txt").read_text()) == 3
+    assert c.help_major((data / "sign_help_v2.5.0.txt").read_text()) == 2
+    assert c.help_major("      --use-signing-config   whether to use … (default false)\n      --tlog-upload") == 2
+    assert c.parse_version("GitVersion:    devel\n") is None and c.parse_version("GitVersion: v3.1.2\n") == "3.1.2"

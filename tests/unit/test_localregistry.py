@@ -245,14 +245,11 @@ def test_content_key_covers_inputs() -> None:
     assert ob.key_tag(key) == "busybox-" + key[:12]
 
 
-def test_build_argv() -> None:
-    argv = ob.build_argv(Path("/ctx"), ["r:5000/p/b:busybox", "r:5000/p/b:busybox-0123456789ab"],
-                         ["linux/amd64", "linux/arm64"], Path("/m.json"), "k" * 64)
+def test_build_argv_writes_a_local_layout_and_pushes_nothing() -> None:
+    argv = ob.build_argv(Path("/ctx"), Path("/out/layout"), ["linux/amd64", "linux/arm64"], Path("/m.json"), "k" * 64)
     assert argv == ["docker", "buildx", "build", "--builder", "default", "--platform", "linux/amd64,linux/arm64",
-                    "--provenance=false", "--progress=plain", "--output", "type=image,push=true,oci-mediatypes=true",
-                    "--metadata-file", "/m.json",
-                    "--label", "io.pipeline.offline-base.key=" + "k" * 64,
-                    "--tag", "r:5000/p/b:busybox", "--tag", "r:5000/p/b:busybox-0123456789ab", "/ctx"]
+                    "--provenance=false", "--progress=plain", "--output", "type=oci,dest=/out/layout,tar=false",
+                    "--metadata-file", "/m.json", "--label", "io.pipeline.offline-base.key=" + "k" * 64, "/ctx"]
 
 
 def test_dockerfile_needs_nothing_from_docker_hub() -> None:

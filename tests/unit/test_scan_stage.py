@@ -20,11 +20,9 @@ from pipeline.scan import scan as scan_stage
 from pipeline.stages.tag import unmet_gates
 from pipeline.tools import trivy
 from tests.support.fakeaccess import fake_access
+from tests.support.layouts import image_layout, root_of
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trivy"
-INDEX = "sha256:" + "1" * 64
-AMD64 = "sha256:" + "a" * 64
-ARM64 = "sha256:" + "b" * 64
 
 
 @pytest.fixture
@@ -32,12 +30,14 @@ def world(tmp_path, monkeypatch):
     """Staging holds an index whose arm64 image has CVE-2099-0001 (recorded real Trivy reports)."""
     scans: list[tuple[str, dict]] = []
     cache = tmp_path / "trivy-cache"
-    reports = {AMD64: (DATA / "image" / "linux-amd64.json").read_bytes(),
-               ARM64: (DATA / "image" / "linux-arm64.json").read_bytes()}
+    layout, index = image_layout(tmp_path / "layout")
+    platforms = layout.platforms(index)
+    reports = {platforms["linux/amd64"]: (DATA / "image" / "linux-amd64.json").read_bytes(),
+               platforms["linux/arm64"]: (DATA / "image" / "linux-arm64.json").read_bytes()}
 
-    def fake_scan(image, **kw):
-        scans.append((image, kw))
-        return reports[image.rsplit("@", 1)[1]]
+    def fake_scan(view, **kw):
+        scans.append((root_of(view), kw))
+        return reports[root_of(view)]
 
     db = trivy.DBInfo(str(cache), 2, "2026-11-01T00:00:00Z", "2099-01-01T00:00:00Z", "", 100, "mirror")
     monkeypatch.setattr(scan_stage, "Access", fake_access())
@@ -55,11 +55,12 @@ def world(tmp_path, monkeypatch):
                 "sign": {"enabled": False}, "report": {"dir": str(tmp_path / "dist")}}
         ctx = Context(config=config.parse(data), ci=CIInfo("github", "tag", "push", "refs/tags/v1.2.3", "a" * 40),
                       env=env or {}, now=datetime(2026, 1, 1, tzinfo=timezone.utc), progress=lambda line: None)
-        ctx.outputs["build"] = BuildOutput("stage", "staging/app", INDEX, {"linux/amd64": AMD64, "linux/arm64": ARM64},
-                                           "k", "candidate-x", False)
+        ctx.outputs["build"] = BuildOutput("stage", "staging/app", index, platforms, "k", "candidate-x", False,
+                                           layout=str(layout.path))
         return ctx
 
     make.scans = scans          # type: ignore[attr-defined]
+    make.platforms = platforms  # type: ignore[attr-defined]
     make.tmp = tmp_path         # type: ignore[attr-defined]
     return make
 
@@ -81,13 +82,12 @@ def test_a_vulnerability_on_arm64_only_fails_the_gate_naming_cve_package_platfor
     assert "scan" not in ctx.outputs and "scan (did not pass)" in unmet_gates(ctx)
 
 
-def test_every_platform_is_scanned_by_its_manifest_digest_with_the_staging_registry(world):
+def test_every_platform_is_scanned_from_its_own_view_of_the_local_image_without_registry_access(world):
     ctx = world({"fail_on": "CRITICAL", "max_allowed": {"CRITICAL": 1}})
     out = scan_stage.Scan().run(ctx)
-    assert [img for img, _ in world.scans] == [f"127.0.0.1:5000/staging/app@{AMD64}",
-                                              f"127.0.0.1:5000/staging/app@{ARM64}"]
+    assert [digest for digest, _ in world.scans] == [world.platforms["linux/amd64"], world.platforms["linux/arm64"]]
     kw = world.scans[0][1]
-    assert kw["insecure"] is True and kw["env"] == {"DOCKER_CONFIG": "/tmp/pipeline-docker-test"}
+    assert "env" not in kw and "insecure" not in kw   # nothing to reach: no credentials, no registry flags
     assert out.verdict == "pass" and set(out.platforms) == {"linux/amd64", "linux/arm64"}
 
 

@@ -22,30 +22,39 @@ from pipeline.metadata.rules import TagResult
 from pipeline.metadata.tags import TagsOutput
 from pipeline.sign import keys
 from pipeline.sign import sign as sign_stage
-from pipeline.sign.attachments import Listing
+from pipeline.sign import writer
+from pipeline.sign.attachments import listing
 from pipeline.sign.sign import Sign
 from pipeline.stages.copy import CopyOutput, RegistryCopy
-from pipeline.tools import cosign
+from pipeline.tools import cosign, transfer
+from pipeline.tools.registry import Registry
+from tests.support.fakecosign import fake_envelope, fake_sign
+from tests.support.fakeregistry import FAST, FakeRegistry, LazyTransport
+from tests.support.layouts import image_layout, root_of
 from tests.support.fakeaccess import fake_access
 
 PASSWORD = "pw-Very-Secret-9f3e1c"
-INDEX = "sha256:" + "1" * 64
-AMD64 = "sha256:" + "2" * 64
-ARM64 = "sha256:" + "3" * 64
+HOSTS = {"a": "localhost:5000", "b": "127.0.0.1:5001"}
+REPOS = {"a": "app", "b": "team/app"}
+
 
 @pytest.fixture
 def world(tmp_path, monkeypatch, fake_cosign):
-    """Two registries holding the copied index; listings and SBOMs faked; returns a context factory."""
+    """Two registries (in-memory) holding the copied image; SBOMs faked; returns a context factory."""
     key_dir = tmp_path / "keys"
     key_dir.mkdir()
     (key_dir / "release.key").write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nx\n")
     (key_dir / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nREAL\n-----END PUBLIC KEY-----\n")
-    listings: dict[tuple[str, str], Listing] = {}
+    layout, index = image_layout(tmp_path / "layout")
+    platforms = layout.platforms(index)
+    fakes = {n: FakeRegistry(host=h.split(":")[0]) for n, h in HOSTS.items()}
+    clients = {n: Registry(h, name=n, policy=FAST, transport=LazyTransport(fakes[n])) for n, h in HOSTS.items()}
+    for n, client in clients.items():
+        transfer.push(layout, index, client, REPOS[n])
     sboms: list[str] = []
-    monkeypatch.setattr(sign_stage, "Access", fake_access(lambda reg: reg.name))
-    monkeypatch.setattr(sign_stage, "listing", lambda client, repo, digest: listings.get((client, digest),
-                                                                                       Listing(digest)))
-    monkeypatch.setattr(sign_stage.trivy, "sbom", lambda ref, **kw: sboms.append(ref) or b'{"bomFormat": "CycloneDX"}')
+    monkeypatch.setattr(sign_stage, "Access", fake_access(lambda reg: clients[reg.name]))
+    monkeypatch.setattr(sign_stage.trivy, "sbom", lambda view, **kw: sboms.append(root_of(view)) or
+                        b'{"bomFormat": "CycloneDX"}')
 
     def make(sign: dict | None = None, env: dict | None = None) -> Context:
         data = {"image": {"name": "app", "platforms": ["linux/amd64", "linux/arm64"]},
@@ -57,16 +66,33 @@ def world(tmp_path, monkeypatch, fake_cosign):
                       env={"COSIGN_PASSWORD": PASSWORD} if env is None else env,
                       now=datetime(2026, 1, 1, tzinfo=UTC))
         ctx.outputs["tags"] = TagsOutput(TagResult("1.2.3", ["1.2.3"], False, {}, {}), ("localhost:5000/app",))
-        ctx.outputs["build"] = BuildOutput("a", "app", INDEX, {"linux/amd64": AMD64, "linux/arm64": ARM64}, "k",
-                                           "candidate-x", False)
-        ctx.outputs["copy"] = CopyOutput(INDEX, {"a": RegistryCopy("a", "app", INDEX),
-                                                 "b": RegistryCopy("b", "team/app", INDEX)}, {})
+        ctx.outputs["build"] = BuildOutput("a", "app", index, platforms, "k", "candidate-x", False,
+                                           layout=str(layout.path))
+        ctx.outputs["copy"] = CopyOutput(index, {"a": RegistryCopy("a", "app", index),
+                                                 "b": RegistryCopy("b", "team/app", index)}, {})
         return ctx
 
-    make.listings = listings  # type: ignore[attr-defined]
+    make.index, make.platforms, make.layout = index, platforms, layout   # type: ignore[attr-defined]
+    make.fakes, make.clients = fakes, clients                            # type: ignore[attr-defined]
     make.sboms = sboms        # type: ignore[attr-defined]
     make.key_dir = key_dir    # type: ignore[attr-defined]
     return make
+
+
+def already_signed(world, *, key: str = "ours") -> None:
+    """Every registry holds a signature of the index and an SBOM attestation per platform, by ``key``."""
+    for name, client in world.clients.items():
+        repo = REPOS[name]
+        payload = writer.simple_signing_payload(f"{HOSTS[name]}/{repo}", world.index)
+        writer.write_legacy_signature(client, repo, world.index, payload, fake_sign(payload, key))
+        for digest in world.platforms.values():
+            writer.write_legacy_attestation(client, repo, digest, fake_envelope(
+                f"{HOSTS[name]}/{repo}", digest, "https://cyclonedx.org/bom", {"bomFormat": "CycloneDX"}, key))
+
+
+def sig_layers(world, name: str, digest: str) -> int:
+    listed = listing(world.clients[name], REPOS[name], digest)
+    return listed.signatures
 
 
 def _no_password_anywhere(fake_cosign, events, *texts: str) -> None:
@@ -87,14 +113,21 @@ def test_signs_the_index_and_attests_each_platform_in_every_registry(world, fake
         (r, k, p) for r in ("a", "b") for k, p in (("signature", None), ("cyclonedx", "linux/amd64"),
                                                    ("cyclonedx", "linux/arm64")))
     refs = {i.ref for i in out.items}
-    assert f"localhost:5000/app@{INDEX}" in refs and f"127.0.0.1:5001/team/app@{ARM64}" in refs
-    signs = [c for c in fake_cosign.calls() if c["argv"][0] in ("sign", "attest")]
+    arm64 = world.platforms["linux/arm64"]
+    assert f"localhost:5000/app@{world.index}" in refs and f"127.0.0.1:5001/team/app@{arm64}" in refs
+    signs = [c for c in fake_cosign.calls() if c["argv"][0] in ("sign-blob", "attest")]
     assert len(signs) == 6
     assert all(c["password"] == PASSWORD for c in signs)              # by environment …
-    assert all(c["docker_config"] == "/tmp/pipeline-docker-test" for c in signs)
+    assert all(c["docker_config"] is None for c in signs)             # and no registry credentials: no registry
     assert all("--tlog-upload=false" in c["argv"] for c in signs)
-    assert all("@sha256:" in c["argv"][-1] for c in fake_cosign.calls())  # by digest, always
-    assert sorted(world.sboms) == [f"localhost:5000/app@{AMD64}", f"localhost:5000/app@{ARM64}"]  # once each
+    assert all("--no-upload" in c["argv"] for c in signs if c["argv"][0] == "attest")
+    verifies = [c for c in fake_cosign.calls() if c["argv"][0].startswith("verify")]
+    assert verifies and all("--local-image" in c["argv"] for c in verifies)   # cosign never asks a registry
+    for name in ("a", "b"):                                           # what our client wrote, in cosign's format
+        assert sig_layers(world, name, world.index) == 1
+        assert all(listing(world.clients[name], REPOS[name], d).attestations == {"https://cyclonedx.org/bom": 1}
+                   for d in world.platforms.values())
+    assert sorted(world.sboms) == sorted(world.platforms.values())   # once each, from the local image
     _no_password_anywhere(fake_cosign, events, repr(out), json.dumps(out.__dict__, default=str))  # … and nowhere else
     assert out.signer == f"key {world.key_dir / 'release.key'}" and out.format.startswith("tags sha256-<hex>.sig")
 
@@ -107,31 +140,24 @@ def test_recursive_also_signs_each_platform_manifest(world, fake_cosign):
 
 
 def test_what_our_key_already_signed_is_kept(world, fake_cosign):
-    ctx = world()
-    for reg, host in (("a", "localhost:5000/app"), ("b", "127.0.0.1:5001/team/app")):
-        world.listings[(reg, INDEX)] = Listing(INDEX, signatures=1)
-        fake_cosign.mark_signed("sign", f"{host}@{INDEX}")
-        for d in (AMD64, ARM64):
-            world.listings[(reg, d)] = Listing(d, attestations={"https://cyclonedx.org/bom": 1})
-            fake_cosign.mark_signed("attest", f"{host}@{d}")
-    out = Sign().run(ctx)
+    already_signed(world)
+    out = Sign().run(world())
     assert out.count("present") == 6 and out.count("signed") == 0
     assert set(fake_cosign.commands()) == {"verify", "verify-attestation"}   # checked, never re-signed
     assert world.sboms == []                                                 # no SBOM needed either
+    assert sig_layers(world, "a", world.index) == 1
 
 
 def test_nothing_there_needs_no_check_before_signing(world, fake_cosign):
     Sign().run(world({"sbom": False}))
-    for host in ("localhost:5000", "127.0.0.1:5001"):                        # sign, then prove it verifies
-        assert [c["argv"][0] for c in fake_cosign.calls() if c["argv"][-1].startswith(host)] == ["sign", "verify"]
+    assert sorted(fake_cosign.commands()) == ["sign-blob", "sign-blob", "verify", "verify"]   # sign, then prove it
 
 
 def test_signatures_by_other_keys_get_ours_added(world, fake_cosign):
-    world.listings[("a", INDEX)] = Listing(INDEX, signatures=2)   # someone else's: our verify says no
+    already_signed(world, key="theirs")                               # someone else's: our verify says no
     out = Sign().run(world({"sbom": False}))
-    a = [c["argv"][0] for c in fake_cosign.calls() if "localhost:5000" in c["argv"][-1]]
-    assert a == ["verify", "sign", "verify"]
     assert {i.action for i in out.items} == {"signed"}
+    assert sig_layers(world, "a", world.index) == 2                   # theirs kept, ours appended
 
 
 def test_a_wrong_password_fails_with_exit_3_and_the_password_scrubbed(world, fake_cosign, monkeypatch):
@@ -156,7 +182,7 @@ def test_a_public_key_of_another_pair_is_caught_before_signing(world, fake_cosig
     other.write_text("-----BEGIN PUBLIC KEY-----\nOTHER\n-----END PUBLIC KEY-----\n")
     with pytest.raises(InfraError, match="is not the public key of sign.key"):
         Sign().run(world({"public_key": str(other)}))
-    assert "sign" not in fake_cosign.commands()
+    assert "sign-blob" not in fake_cosign.commands()
 
 
 def test_unreadable_key_and_missing_password_are_exit_3(world, fake_cosign, tmp_path):
@@ -169,7 +195,7 @@ def test_unreadable_key_and_missing_password_are_exit_3(world, fake_cosign, tmp_
 
 def test_an_empty_password_is_a_password(world, fake_cosign):
     Sign().run(world({"sbom": False}, env={"COSIGN_PASSWORD": ""}))
-    assert {c["password"] for c in fake_cosign.calls() if c["argv"][0] == "sign"} == {""}
+    assert {c["password"] for c in fake_cosign.calls() if c["argv"][0] == "sign-blob"} == {""}
 
 
 def test_no_key_at_all_is_a_config_error(world, fake_cosign):
@@ -189,7 +215,7 @@ def test_env_key_is_passed_by_environment(world, fake_cosign):
                             "sbom": False},
                            env={"COSIGN_PASSWORD": PASSWORD, "RELEASE_KEY": pem}))
     assert out.count("signed") == 2
-    signs = [c for c in fake_cosign.calls() if c["argv"][0] == "sign"]
+    signs = [c for c in fake_cosign.calls() if c["argv"][0] == "sign-blob"]
     assert all(c["argv"][c["argv"].index("--key") + 1] == "env://RELEASE_KEY" for c in signs)
     assert all("secret-key-material" not in " ".join(c["argv"]) for c in fake_cosign.calls())
 

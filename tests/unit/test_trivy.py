@@ -18,36 +18,60 @@ IMAGE = "127.0.0.1:5000/app@sha256:" + "a" * 64
 # --------------------------------------------------------------------------- argv
 
 
-def test_scan_argv_has_no_exit_code_no_severity_and_scans_by_digest_from_the_registry():
-    argv = trivy.scan_argv(IMAGE, cache_dir="/c", output="/o/r.json", insecure=True, timeout_seconds=300)
-    assert argv == ["trivy", "image", "--format", "json", "--output", "/o/r.json", "--cache-dir", "/c",
-                    "--skip-db-update", "--scanners", "vuln,secret", "--image-src", "remote", "--timeout", "300s",
-                    "--no-progress", "--insecure", IMAGE]
-    assert not any(a.startswith(("--exit-code", "--severity", "-s", "--ignore")) for a in argv)
+def test_scan_argv_scans_a_local_layout_with_no_network_and_no_exit_code_or_severity():
+    argv = trivy.scan_argv("images/reg/app@sha256:" + "a" * 64, cache_dir="/c", output="/o/r.json",
+                           timeout_seconds=300)
+    assert argv == ["trivy", "image", "--input", "images/reg/app@sha256:" + "a" * 64, "--format", "json",
+                    "--output", "/o/r.json", "--cache-dir", "/c", "--skip-db-update", "--skip-java-db-update",
+                    "--offline-scan", "--scanners", "vuln,secret", "--timeout", "300s", "--no-progress"]
+    assert not any(a.startswith(("--exit-code", "--severity", "-s", "--ignore", "--image-src", "--insecure",
+                                 "--db-repository", "--java-db-repository")) for a in argv)
 
 
-def test_scan_argv_java_db_and_optional_flags():
-    argv = trivy.scan_argv(IMAGE, cache_dir="/c", output="/o", java_db_repositories=["m/java-db:1"],
-                           skip_java_db_update=True, supported=frozenset({"--skip-version-check"}))
-    assert argv[-5:] == ["--java-db-repository", "m/java-db:1", "--skip-java-db-update", "--skip-version-check",
-                         IMAGE]
-    assert "--insecure" not in argv
+def test_scan_argv_optional_flags_only_where_this_trivy_has_them():
+    argv = trivy.scan_argv("v", cache_dir="/c", output="/o", supported=frozenset({"--skip-version-check"}))
+    assert argv[-1] == "--skip-version-check" and "--disable-telemetry" not in argv
 
 
-def test_download_argv_one_repository_at_a_time():
-    assert trivy.download_db_argv("/c", "127.0.0.1:5000/aquasec/trivy-db:2", insecure=True) == [
-        "trivy", "image", "--download-db-only", "--no-progress", "--cache-dir", "/c", "--db-repository",
-        "127.0.0.1:5000/aquasec/trivy-db:2", "--insecure"]
-    assert trivy.download_db_argv("/c", "mirror.gcr.io/aquasec/trivy-db:2",
-                                  supported=frozenset(trivy.OPTIONAL_FLAGS))[-2:] == list(trivy.OPTIONAL_FLAGS)
+def test_sbom_argv_is_cyclonedx_of_a_local_layout_without_db_flags():
+    assert trivy.sbom_argv("images/x", output="/o/s.json") == [
+        "trivy", "image", "--input", "images/x", "--format", "cyclonedx", "--output", "/o/s.json",
+        "--offline-scan", "--timeout", "900s", "--no-progress"]
+    assert trivy.sbom_argv("v", output="o", cache_dir="/c")[-2:] == ["--cache-dir", "/c"]
 
 
-def test_sbom_argv_is_cyclonedx_without_db_flags():
-    assert trivy.sbom_argv(IMAGE, output="/o/s.json", insecure=False) == [
-        "trivy", "image", "--format", "cyclonedx", "--output", "/o/s.json", "--image-src", "remote",
-        "--timeout", "900s", "--no-progress", IMAGE]
-    assert trivy.sbom_argv(IMAGE, output="o", insecure=True, cache_dir="/c")[-4:] == [
-        "--cache-dir", "/c", "--insecure", IMAGE]
+def test_a_scan_that_needs_the_java_db_says_so(tmp_path, monkeypatch):
+    """Trivy's own words when an image has JARs and the cache has no Java DB (recorded from 0.59.1)."""
+    stderr = ("2026-12-01T16:00:00Z\tERROR\t[javadb] The first run cannot skip downloading Java DB\n"
+              "2026-12-01T16:00:00Z\tFATAL\tFatal error\timage scan error: scan error: scan failed: failed"
+              " analysis: post analysis error: Unable to initialize the Java DB: Java DB update failed:"
+              " '--skip-java-db-update' cannot be specified on the first run\n")
+
+    def fake_run(argv, **kw):
+        raise ToolError("trivy scan: trivy failed", tool="trivy", returncode=1, stderr=stderr)
+
+    monkeypatch.setattr(trivy, "supported_flags", lambda: frozenset())
+    monkeypatch.setattr(trivy.proc, "run", fake_run)
+    (tmp_path / "view").mkdir()
+    with pytest.raises(trivy.JavaDBNeeded):
+        trivy.scan(tmp_path / "view", cache_dir=str(tmp_path / "c"), what="reg/app@sha256:" + "a" * 64)
+
+
+def test_the_report_names_the_image_not_a_temporary_directory(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(argv, cwd=None, **kw):
+        seen["input"] = argv[argv.index("--input") + 1]
+        seen["cwd"] = cwd
+        assert (Path(cwd) / "reg:5000/app").resolve() == tmp_path / "view"
+        Path(argv[argv.index("--output") + 1]).write_text("{}")
+        return proc.Completed(tuple(argv), 0, "", "")
+
+    monkeypatch.setattr(trivy, "supported_flags", lambda: frozenset())
+    monkeypatch.setattr(trivy.proc, "run", fake_run)
+    (tmp_path / "view").mkdir()
+    trivy.scan(tmp_path / "view", cache_dir=str(tmp_path / "c"), what="reg:5000/app@sha256:" + "a" * 64)
+    assert seen["input"] == "reg:5000/app@sha256:" + "a" * 64   # Trivy names the artifact after it
 
 
 def test_version_argv():
@@ -152,64 +176,6 @@ def test_read_db(tmp_path):
     assert info and info.version == 2 and info.size == 100 and info.source == "cache"
     (tmp_path / "db" / "metadata.json").write_text('{"Version": 3}')
     assert trivy.read_db(str(tmp_path)) is None
-
-
-class FakeRunner:
-    """Stands in for proc.run: repositories listed in ``works`` write a DB into the cache dir."""
-
-    def __init__(self, works: set[str]) -> None:
-        self.works = works
-        self.calls: list[list[str]] = []
-
-    def __call__(self, argv, **kw):
-        self.calls.append(list(argv))
-        repo = argv[argv.index("--db-repository") + 1]
-        if repo not in self.works:
-            raise ToolError("DB download: trivy failed", tool="trivy", returncode=1,
-                            stderr=f"2026-01-01T00:00:00Z\tFATAL\tFatal error\tinit error: {repo}: 404")
-        _write_db(Path(argv[argv.index("--cache-dir") + 1]))
-        return proc.Completed(tuple(argv), 0, "", "")
-
-
-@pytest.fixture(autouse=False)
-def no_help(monkeypatch):
-    monkeypatch.setattr(trivy, "supported_flags", lambda: frozenset())
-
-
-def test_ensure_db_tries_mirrors_in_order(tmp_path, no_help):
-    runner = FakeRunner({"b/db:2"})
-    info = trivy.ensure_db(str(tmp_path), ["a/db:2", "b/db:2", "c/db:2"], insecure=lambda r: r.startswith("a"),
-                           runner=runner)
-    assert info.source == "b/db:2"
-    assert [c[c.index("--db-repository") + 1] for c in runner.calls] == ["a/db:2", "b/db:2"]
-    assert "--insecure" in runner.calls[0] and "--insecure" not in runner.calls[1]
-
-
-def test_ensure_db_defaults_to_trivys_public_repositories(tmp_path, no_help):
-    runner = FakeRunner(set())
-    _write_db(tmp_path)
-    info = trivy.ensure_db(str(tmp_path), [], insecure=lambda r: False, runner=runner)
-    assert [c[c.index("--db-repository") + 1] for c in runner.calls] == list(trivy.DEFAULT_DB_REPOSITORIES)
-    assert info.source == "cache"        # nothing answered: the cached DB, with a warning
-
-
-def test_no_db_anywhere_is_an_infra_error_saying_what_to_configure(tmp_path, no_help):
-    with pytest.raises(trivy.NoDatabaseError) as exc:
-        trivy.ensure_db(str(tmp_path / "c"), ["a/db:2"], insecure=lambda r: False, runner=FakeRunner(set()))
-    msg = str(exc.value)
-    assert exc.value.exit_code == 3
-    assert msg.startswith("no vulnerability DB: a/db:2: init error: a/db:2: 404")
-    assert "scan.db_repository" in msg and "--mirror-db" in msg and "--download-db" in msg
-
-
-def test_skip_db_update_needs_a_cached_db_and_never_downloads(tmp_path, no_help):
-    runner = FakeRunner({"a/db:2"})
-    with pytest.raises(trivy.NoDatabaseError, match="skip_db_update"):
-        trivy.ensure_db(str(tmp_path), ["a/db:2"], insecure=lambda r: False, skip_update=True, runner=runner)
-    _write_db(tmp_path)
-    assert trivy.ensure_db(str(tmp_path), ["a/db:2"], insecure=lambda r: False, skip_update=True,
-                           runner=runner).source == "cache"
-    assert runner.calls == []
 
 
 def test_default_cache_dir_is_trivys():

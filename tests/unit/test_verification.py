@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 
 import pytest
 
@@ -12,17 +11,46 @@ from pipeline import config
 from pipeline.cli import main
 from pipeline.sign import verification
 from pipeline.sign.verification import Check, Report, Target
+from pipeline.sign import writer
+from pipeline.tools import transfer
+from pipeline.tools.oci import Layout, digest_of
+from pipeline.tools.registry import Registry
 from tests.support.fakeaccess import fake_access
+from tests.support.fakecosign import fake_envelope, fake_sign
+from tests.support.fakeregistry import FAST, FakeRegistry, LazyTransport
 
-INDEX = "sha256:" + "1" * 64
-AMD64 = "sha256:" + "2" * 64
-ARM64 = "sha256:" + "3" * 64
-OTHER = "sha256:" + "9" * 64
-INDEX_BODY = json.dumps({"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-    {"digest": AMD64, "platform": {"os": "linux", "architecture": "amd64"}},
-    {"digest": ARM64, "platform": {"os": "linux", "architecture": "arm64"}},
-    {"digest": "sha256:" + "4" * 64, "platform": {"os": "unknown", "architecture": "unknown"},
-     "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}]}).encode()
+def _json(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _manifest(arch: str) -> tuple[bytes, dict[str, bytes]]:
+    config = _json({"os": "linux", "architecture": arch, "rootfs": {"type": "layers", "diff_ids": []}})
+    layer = f"layer of {arch}".encode()
+    body = _json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config),
+                             "size": len(config)},
+                  "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(layer),
+                              "size": len(layer)}]})
+    return body, {digest_of(config): config, digest_of(layer): layer}
+
+
+#: a real (small, deterministic) image: an index over two platforms and a BuildKit attestation manifest
+_AMD64_BODY, _AMD64_BLOBS = _manifest("amd64")
+_ARM64_BODY, _ARM64_BLOBS = _manifest("arm64")
+_ATT_BODY, _ATT_BLOBS = _manifest("unknown")
+_OTHER_BODY, _OTHER_BLOBS = _manifest("s390x")
+AMD64, ARM64, ATT, OTHER = (digest_of(b) for b in (_AMD64_BODY, _ARM64_BODY, _ATT_BODY, _OTHER_BODY))
+INDEX_BODY = _json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": AMD64, "size": len(_AMD64_BODY),
+     "platform": {"os": "linux", "architecture": "amd64"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": ARM64, "size": len(_ARM64_BODY),
+     "platform": {"os": "linux", "architecture": "arm64"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": ATT, "size": len(_ATT_BODY),
+     "platform": {"os": "unknown", "architecture": "unknown"},
+     "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}]})
+INDEX = digest_of(INDEX_BODY)
+HOSTS = {"ghcr": "127.0.0.1:5001", "ecr": "127.0.0.1:5002", "hub": "127.0.0.1:5003"}
+REPOS = {"ghcr": "acme/app", "ecr": "app", "hub": "app"}
 
 CFG = {"image": {"name": "app"},
        "registries": [{"name": "ghcr", "url": "127.0.0.1:5001/acme"}, {"name": "ecr", "url": "127.0.0.1:5002"},
@@ -67,50 +95,62 @@ def test_bad_refs(ref):
 # --------------------------------------------------------------------------- the engine against fakes
 
 
-@dataclass
-class Head:
-    digest: str
+class Registries(dict):
+    """name → a fake registry client holding the image; ``tag(name, tag, digest)`` points a tag."""
 
+    def tag(self, name: str, tag: str, digest: str) -> None:
+        client = self[name]
+        body = INDEX_BODY if digest == INDEX else _OTHER_BODY
+        media = "application/vnd.oci.image.index.v1+json" if digest == INDEX else \
+            "application/vnd.oci.image.manifest.v1+json"
+        client.manifest_put(REPOS[name], tag, body, media)
 
-class FakeRegistry:
-    def __init__(self, refs: dict[str, str]) -> None:
-        self.refs = refs   # tag or digest -> digest
-
-    def manifest_head(self, repo, ref):
-        d = self.refs.get(ref)
-        return Head(d) if d else None
-
-    def manifest_get(self, repo, ref):
-        assert ref == INDEX
-        return INDEX_BODY, "application/vnd.oci.image.index.v1+json", INDEX
+    def untag(self, name: str, tag: str) -> None:
+        self.fakes[name].tag_map[REPOS[name]].pop(tag)
 
 
 @pytest.fixture
 def registries(monkeypatch, fake_cosign, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nREAL\n-----END PUBLIC KEY-----\n")
-    state = {"ghcr": {"1.2.3": INDEX}, "ecr": {"1.2.3": INDEX}, "hub": {"1.2.3": INDEX}}
+    layout = Layout.create(tmp_path / "image")
+    for body, blobs in ((_AMD64_BODY, _AMD64_BLOBS), (_ARM64_BODY, _ARM64_BLOBS), (_ATT_BODY, _ATT_BLOBS),
+                        (_OTHER_BODY, _OTHER_BLOBS)):
+        for data in blobs.values():
+            layout.put(data)
+        layout.put(body)
+    layout.put(INDEX_BODY)
+    out = Registries()
+    out.fakes = {n: FakeRegistry(host="127.0.0.1") for n in HOSTS}
+    for name, host in HOSTS.items():
+        client = Registry(host, name=name, policy=FAST, transport=LazyTransport(out.fakes[name]))
+        transfer.push(layout, INDEX, client, REPOS[name])
+        transfer.push(layout, OTHER, client, REPOS[name])
+        out[name] = client
+        out.tag(name, "1.2.3", INDEX)
 
-    def client(reg):
-        refs = dict(state[reg.name])
-        refs.update({d: d for d in (INDEX, AMD64, ARM64, OTHER)})
-        return FakeRegistry(refs)
+    def client_of(reg):
+        return out[reg.name]
 
-    monkeypatch.setattr(verification, "Access", fake_access(client, "/nonexistent"))
-    return state
+    monkeypatch.setattr(verification, "Access", fake_access(client_of, "/nonexistent"))
+    return out
 
 
-def sign_everything(fake_cosign, *, skip: tuple[str, ...] = ()) -> None:
-    for host in ("127.0.0.1:5001/acme/app", "127.0.0.1:5002/app", "127.0.0.1:5003/app"):
-        if f"{host}@{INDEX}" not in skip:
-            fake_cosign.mark_signed("sign", f"{host}@{INDEX}")
+def sign_everything(registries, *, skip: tuple[str, ...] = ()) -> None:
+    """Our key's signature of the index and SBOM attestation of each platform, in every registry."""
+    for name, client in registries.items():
+        repo, ref = REPOS[name], f"{HOSTS[name]}/{REPOS[name]}"
+        if f"{ref}@{INDEX}" not in skip:
+            payload = writer.simple_signing_payload(ref, INDEX)
+            writer.write_legacy_signature(client, repo, INDEX, payload, fake_sign(payload))
         for d in (AMD64, ARM64):
-            if f"{host}@{d}" not in skip:
-                fake_cosign.mark_signed("attest", f"{host}@{d}")
+            if f"{ref}@{d}" not in skip:
+                writer.write_legacy_attestation(client, repo, d, fake_envelope(
+                    ref, d, "https://cyclonedx.org/bom", {"bomFormat": "CycloneDX"}))
 
 
 def test_all_good(registries, fake_cosign):
-    sign_everything(fake_cosign)
+    sign_everything(registries)
     targets, _ = verification.targets_for(cfg(), "1.2.3")
     report = verification.verify(cfg(), {}, targets)
     assert report.ok and report.digest == INDEX, report.text()
@@ -119,14 +159,15 @@ def test_all_good(registries, fake_cosign):
                             for k, p in (("tag", ""), ("signature", ""), ("attestation", "linux/amd64"),
                                          ("attestation", "linux/arm64")))
     # the attestation manifest (unknown/unknown) of the index is not a platform
-    assert all("4444" not in c.ref for c in report.checks)
+    assert all(ATT not in c.ref for c in report.checks)
     verify_calls = [c["argv"] for c in fake_cosign.calls() if c["argv"][0] == "verify"]
-    assert all("--insecure-ignore-tlog=true" in a and a[a.index("--key") + 1] == "release.pub" for a in verify_calls)
+    assert verify_calls and all("--insecure-ignore-tlog=true" in a and a[a.index("--key") + 1] == "release.pub"
+                                and "--local-image" in a for a in verify_calls)
 
 
 def test_a_retagged_registry_is_named(registries, fake_cosign):
-    sign_everything(fake_cosign)
-    registries["hub"]["1.2.3"] = OTHER
+    sign_everything(registries)
+    registries.tag("hub", "1.2.3", OTHER)
     report = verification.verify(cfg(), {}, verification.targets_for(cfg(), "1.2.3")[0])
     assert not report.ok and report.digest == INDEX          # two registries against one
     assert report.failure_message() == (f"verification failed: hub: 127.0.0.1:5003/app:1.2.3 tag: points at {OTHER},"
@@ -134,16 +175,16 @@ def test_a_retagged_registry_is_named(registries, fake_cosign):
 
 
 def test_a_missing_signature_and_attestation_are_named(registries, fake_cosign):
-    sign_everything(fake_cosign, skip=(f"127.0.0.1:5002/app@{INDEX}", f"127.0.0.1:5003/app@{ARM64}"))
+    sign_everything(registries, skip=(f"127.0.0.1:5002/app@{INDEX}", f"127.0.0.1:5003/app@{ARM64}"))
     report = verification.verify(cfg(), {}, verification.targets_for(cfg(), "1.2.3")[0], expected=INDEX)
     assert [c.line() for c in report.problems] == [
-        f"ecr: 127.0.0.1:5002/app@{INDEX} signature: no matching signatures: invalid signature",
-        f"hub: 127.0.0.1:5003/app@{ARM64} attestation linux/arm64: no matching signatures: invalid signature"]
+        f"ecr: 127.0.0.1:5002/app@{INDEX} signature: no signatures found",
+        f"hub: 127.0.0.1:5003/app@{ARM64} attestation linux/arm64: no cyclonedx attestations found"]
     assert report.failure_message().endswith("(and 1 more)")
 
 
 def test_expected_digest_wins_over_agreement(registries, fake_cosign):
-    sign_everything(fake_cosign)
+    sign_everything(registries)
     report = verification.verify(cfg(), {}, verification.targets_for(cfg(), "1.2.3")[0], expected=OTHER,
                                  signatures=False)
     assert {c.detail for c in report.problems} == {f"points at {INDEX}, not the released digest {OTHER}"}
@@ -151,7 +192,7 @@ def test_expected_digest_wins_over_agreement(registries, fake_cosign):
 
 
 def test_a_missing_tag_and_sign_disabled(registries, fake_cosign):
-    del registries["ecr"]["1.2.3"]
+    registries.untag("ecr", "1.2.3")
     report = verification.verify(cfg(enabled=False), {}, verification.targets_for(cfg(), "1.2.3")[0])
     assert [c.line() for c in report.problems] == ["ecr: 127.0.0.1:5002/app:1.2.3 tag: not found"]
     assert fake_cosign.calls() == []
@@ -199,11 +240,11 @@ key = "release.key"
 public_key = "release.pub"
 tlog_upload = false
 """)
-    sign_everything(fake_cosign)
+    sign_everything(registries)
     code, out, err = run(["verify", "1.2.3", "--config", str(p), "--format", "json"])
     assert code == 0, err
     assert json.loads(out)["ok"] is True and json.loads(out)["ref"] == "1.2.3"
-    registries["ghcr"]["1.2.3"] = OTHER
+    registries.tag("ghcr", "1.2.3", OTHER)
     code, out, err = run(["verify", "1.2.3", "--config", str(p)])
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("pipeline: error: verification failed: ghcr: 127.0.0.1:5001/acme/app:1.2.3")

@@ -1,0 +1,257 @@
+"""Running buildx so that BuildKit writes only to a local target, and keeping the local layouts.
+
+Where the builder can export an OCI layout (the ``docker`` driver on the containerd image store,
+``docker-container``, ``remote``, ``kubernetes``), buildx writes the image straight into a layout
+directory (``--output type=oci,dest=DIR,tar=false``). Where it can only push (the ``docker``
+driver on the classic store), it pushes one platform to a registry this tool runs on loopback
+(``.pipeline/registry/build``), and the image is fetched from there into the layout by the
+project's registry client. Either way no remote registry receives a byte from BuildKit.
+
+Build cache is an optimisation: a build whose cache import fails is run again without it, with
+a warning; cache exports are local (``inline``, or ``type=local`` with ``ignore-error=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline import log
+from pipeline.access.registries import Access
+from pipeline.context import Context
+from pipeline.errors import InfraError, ToolError
+from pipeline.metadata.tags import TagsOutput
+from pipeline.tools import buildx, transfer
+from pipeline.tools.oci import INDEX_TYPES, Descriptor, Layout, LayoutError
+
+if TYPE_CHECKING:
+    from pipeline.build.base import BaseImage
+
+LOOPBACK_NAME = "build"
+LOOPBACK_STATE = Path(".pipeline/registry")
+CACHE_DIR = Path(".pipeline/buildcache")
+
+
+# --------------------------------------------------------------------------- layouts on disk
+
+
+def complete_layout(path: Path) -> Layout | None:
+    """The layout at ``path`` when it holds a whole image (its root and every blob below), else None."""
+    layout = Layout(path)
+    if not layout.exists():
+        return None
+    try:
+        root = layout.root()
+        return layout if not layout.missing(root.digest) else None
+    except (LayoutError, OSError, ValueError, KeyError):
+        return None
+
+
+def finish_layout(built: Layout, dest: Path) -> Layout:
+    """Move a finished layout into its place (a rename: a killed process leaves no half layout there)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(built.path, dest)
+    return Layout(dest)
+
+
+def prune_layouts(root: Path, *, keep: int, current: Path) -> None:
+    """Remove all but the ``keep`` newest layouts (never ``current``) and leftovers of killed builds."""
+    if not root.is_dir():
+        return
+    entries = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    stale_after = time.time() - 3600
+    kept = 0
+    for p in entries:
+        if p.resolve() == current.resolve():
+            continue
+        leftover = p.name.startswith(".") or p.name.endswith((".building", ".partial"))
+        if leftover:
+            if p.stat().st_mtime < stale_after:
+                shutil.rmtree(p, ignore_errors=True)
+            continue
+        kept += 1
+        if kept >= keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+class Builder:
+    """buildx for one release: the builder checked once, each call writing a local layout."""
+
+    def __init__(self, ctx: Context, access: Access, args: dict[str, str], base: BaseImage | None) -> None:
+        self.ctx = ctx
+        self.access = access
+        self.args = args
+        self.base = base
+        self._info: buildx.BuilderInfo | None = None
+        self._exports: bool | None = None
+        self.logger = log.get(stage="build")
+
+    # -- the builder and what it can do
+
+    def info(self, platforms: tuple[str, ...]) -> buildx.BuilderInfo:
+        if self._info is None:
+            self._info = buildx.inspect_builder(self.ctx.config.build.builder, self.access.tool_env())
+        info = self._info
+        missing = buildx.unsupported_platforms(platforms, info.platforms)
+        if missing:
+            raise ToolError(f"build: builder {info.name} ({info.driver} driver) cannot build {', '.join(missing)};"
+                            f" it supports {', '.join(info.platforms) or 'nothing listed'} (install"
+                            " qemu-user-static for emulation, or use a builder with native nodes)", tool="buildx")
+        if len(platforms) > 1:
+            ok, why = buildx.multi_platform_reason(info.driver, self._engine() if info.driver == "docker" else None)
+            if not ok:
+                raise ToolError(f"build: builder {info.name} cannot build several platforms in one call ({why});"
+                                " set build.mode = \"split\"", tool="buildx")
+        return info
+
+    def _engine(self):  # type: ignore[no-untyped-def]
+        from pipeline.tools.docker import engine_info
+
+        return engine_info()
+
+    def exports_layouts(self, info: buildx.BuilderInfo) -> bool:
+        """Can this builder write an OCI layout (else it can only push, to our loopback registry)?"""
+        if self._exports is None:
+            self._exports = buildx.exports_oci(info.driver, self._engine() if info.driver == "docker" else None)
+        return self._exports
+
+    # -- cache
+
+    def _cache(self, info: buildx.BuilderInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        cfg = self.ctx.config
+        reg = cfg.staging_registry
+        if cfg.build.cache == "none" or reg is None:
+            return (), ()
+        repo = reg.repository(cfg.staging.repository or cfg.image.name)
+        remote = (f"type=registry,ref={reg.host}/{repo}:buildcache",)
+        if cfg.build.cache == "registry":
+            if info.driver == "docker":
+                self.logger.warning("cache.unsupported", requested="registry", driver="docker",
+                                    note="registry cache export needs a docker-container, remote or kubernetes"
+                                         " builder; using inline cache")
+                return remote, ("type=inline",)
+            local = CACHE_DIR / repo.replace("/", "_")
+            sources = remote + ((f"type=local,src={local}",) if (local / "index.json").exists() else ())
+            return sources, (f"type=local,dest={local},mode=max,ignore-error=true",)
+        return remote, ("type=inline",)
+
+    # -- one build
+
+    def spec(self, platforms: tuple[str, ...], output: str, *, cache: bool = True,
+             args: dict[str, str] | None = None, contexts: tuple[tuple[str, str], ...] = ()) -> buildx.BuildSpec:
+        cfg = self.ctx.config
+        tags: TagsOutput = self.ctx.outputs["tags"]
+        info = self.info(platforms)
+        cache_from, cache_to = self._cache(info) if cache else ((), ())
+        annotations = tuple((k, v) for k, v in tags.result.annotations.items()
+                            if not (len(platforms) == 1 and k.startswith("index")))
+        return buildx.BuildSpec(
+            context=cfg.image.context, dockerfile=cfg.image.dockerfile, platforms=platforms,
+            build_args=tuple(sorted((args or self.args).items())), labels=tuple(tags.result.labels.items()),
+            annotations=annotations, target=cfg.image.target, builder=cfg.build.builder, output=output,
+            cache_from=cache_from, cache_to=cache_to, provenance=cfg.build.provenance,
+            build_contexts=contexts, progress="plain" if self.ctx.env.get("CI") else "auto")
+
+    def build(self, platforms: tuple[str, ...], dest: Path, *, manifest: bool = False) -> tuple[Layout, str]:
+        """Build ``platforms`` into the layout ``dest``; (layout, image digest): the index buildx wrote (a
+        single manifest wrapped in one), or with ``manifest`` the one platform's manifest."""
+        info = self.info(platforms)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", suffix=".building", dir=dest.parent))
+        try:
+            if self.exports_layouts(info):
+                layout = self._build_to_layout(platforms, staging)
+            else:
+                layout = self._build_through_loopback(platforms, staging)
+            digest = _image_digest(layout, platforms, manifest, self.ctx.outputs["tags"])
+            layout = finish_layout(layout, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.logger.info("build.finished", platforms=",".join(platforms), digest=digest, layout=str(dest))
+        return layout, digest
+
+    def _run(self, spec: buildx.BuildSpec) -> dict[str, object]:
+        """One buildx call; a failure that names the cache is retried once without the cache."""
+        timeout = self.ctx.config.build.timeout_seconds
+        env = self.access.tool_env()
+        try:
+            return buildx.run_build(spec, env=env, on_line=self.ctx.progress, timeout=timeout)
+        except ToolError as exc:
+            if not spec.cache_from or not buildx.cache_failure(exc.stderr or str(exc)):
+                raise
+            self.logger.warning("cache.import_failed", error=str(exc)[:300],
+                                note="the build cache could not be read; building again without it")
+            plain = buildx.BuildSpec(**{**spec.__dict__, "cache_from": (), "cache_to": ()})
+            return buildx.run_build(plain, env=env, on_line=self.ctx.progress, timeout=timeout)
+
+    def _build_to_layout(self, platforms: tuple[str, ...], staging: Path) -> Layout:
+        out = staging / "layout"
+        contexts = (self.base.context_arg,) if self.base is not None and self.base.context_arg else ()
+        self.logger.info("build.started", platforms=",".join(platforms), output=str(out), to="local layout")
+        self._run(self.spec(platforms, f"type=oci,dest={out},tar=false", contexts=_pairs(contexts)))
+        layout = Layout(out)
+        if not layout.exists():
+            raise InfraError(f"build: buildx wrote no OCI layout to {out}")
+        return layout
+
+    def _build_through_loopback(self, platforms: tuple[str, ...], staging: Path) -> Layout:
+        """The classic store: push one platform to our loopback registry, then fetch it into a layout."""
+        from pipeline.setup import localregistry
+        from pipeline.tools.registry import Registry
+
+        if len(platforms) != 1:
+            raise ToolError("build: this builder can only push one platform per call (the docker driver without"
+                            " the containerd image store); set build.mode = \"split\"", tool="buildx")
+        inst = localregistry.start(LOOPBACK_NAME, port=0, state_root=LOOPBACK_STATE)
+        cfg = self.ctx.config
+        repo = f"build/{cfg.image.name}"
+        args = dict(self.args)
+        if self.base is not None and self.base.context_arg:
+            args["BASE_IMAGE"] = self.base.publish(inst.host)
+        ref = f"{inst.host}/{repo}:build-{os.getpid()}-{int(time.time() * 1000)}"
+        self.logger.info("build.started", platforms=",".join(platforms), output=ref, to="loopback registry")
+        meta = self._run(self.spec(platforms, f"type=image,name={ref},push=true,oci-mediatypes=true", args=args))
+        digest = meta.get("containerimage.digest")
+        if not isinstance(digest, str) or not digest:
+            raise InfraError(f"build: buildx reported no image digest for {ref}")
+        layout = Layout.create(staging / "layout")
+        with Registry(inst.host, name="loopback", insecure=True) as loop:
+            transfer.pull(loop, repo, digest, layout)
+        body, media = layout.manifest(digest)
+        layout.set_root(Descriptor(media, digest, len(body)))
+        return layout
+
+
+def _pairs(args: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(a.split("=", 1)) for a in args)  # type: ignore[misc]
+
+
+def _image_digest(layout: Layout, platforms: tuple[str, ...], manifest: bool, tags: TagsOutput) -> str:
+    """The image of a fresh build: the one platform's manifest (``manifest``), else an index."""
+    from pipeline.build.merge import wrap_index
+
+    root = layout.root()
+    if not manifest:
+        if root.media_type in INDEX_TYPES:
+            return root.digest
+        return wrap_index(layout, root.digest, tags)
+    if root.media_type in INDEX_TYPES:
+        found = layout.platforms(root.digest)
+        digest = found.get(platforms[0]) or (next(iter(found.values())) if len(found) == 1 else None)
+        if digest is None:
+            raise InfraError(f"build: the layout has no {platforms[0]} image ({', '.join(found) or 'none'})")
+        body, media = layout.manifest(digest)
+        layout.set_root(Descriptor(media, digest, len(body)))
+        return digest
+    return root.digest
