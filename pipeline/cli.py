@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--install", action="store_true",
                    help="install what is missing (root on Debian/Ubuntu) and start dockerd")
+    p.add_argument("--current", action="store_true",
+                   help="also unpack Debian unstable's cosign, crane and buildx (today's tool lines) into"
+                        " /opt/pipeline-toolchain/current/bin, beside the default toolchain (PATH unchanged)")
     return parser
 
 
@@ -276,7 +279,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.setup import toolchain
 
-    data, text = toolchain.doctor(install_missing=args.install)
+    data, text = toolchain.doctor(install_missing=args.install, current=args.current)
     _emit(data, args.format, lambda: text, out)
     return EXIT_OK
 

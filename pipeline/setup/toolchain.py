@@ -851,6 +851,57 @@ def install(*, dry_run: bool = False) -> list[str]:
     return done
 
 
+# --------------------------------------------------------------------------- today's tool lines
+
+CURRENT_SUITE = "sid"                               # Debian unstable carries the current upstream lines
+CURRENT_DIR = TOOLS_DIR / "current"                 # bin/: cosign 3, crane, docker-buildx (never on PATH)
+#: package → (path inside the package, name in CURRENT_DIR/bin)
+CURRENT_TOOLS = {"cosign": ("usr/bin/cosign", "cosign"), "crane": ("usr/bin/crane", "crane"),
+                 "docker-buildx": ("usr/libexec/docker/cli-plugins/docker-buildx", "docker-buildx")}
+
+
+def current_bin() -> Path:
+    return CURRENT_DIR / "bin"
+
+
+def install_current() -> list[str]:
+    """Unpack Debian unstable's cosign, crane and docker-buildx into ``CURRENT_DIR/bin`` (root on
+    Debian/Ubuntu), for checking releases against the tool lines users run today beside the default
+    toolchain; nothing on PATH changes. Idempotent: what is there is kept."""
+    f = gather_facts()
+    if f.system != "Linux" or not _is_debian_like(f) or not f.is_root:
+        return [f"current toolchain: not installed (needs root on Debian/Ubuntu); unpack Debian {CURRENT_SUITE}'s"
+                f" {', '.join(CURRENT_TOOLS)} into {current_bin()} by hand"]
+    wanted = [pkg for pkg, (_, name) in CURRENT_TOOLS.items() if not (current_bin() / name).exists()]
+    if not wanted:
+        return [f"current toolchain: {', '.join(CURRENT_TOOLS)} already in {current_bin()}"]
+    try:
+        sources = side_sources_text(_sources_entries(f.sources_text), base_suite=f.codename, suite=CURRENT_SUITE)
+    except ValueError as exc:
+        raise ToolError(f"current toolchain: {exc}; add a Debian mirror entry for {f.codename}",
+                        tool="cosign") from None
+    apt_dir = _side_apt(CURRENT_SUITE, sources)
+    debs = _download(apt_dir, wanted, CACHE_DIR / "debs" / CURRENT_SUITE)
+    root = TOOLS_DIR / CURRENT_SUITE
+    root.mkdir(parents=True, exist_ok=True)
+    current_bin().mkdir(parents=True, exist_ok=True)
+    versions_file = CURRENT_DIR / "versions.json"
+    try:
+        versions = json.loads(versions_file.read_text())
+    except (OSError, ValueError):
+        versions = {}
+    for pkg in wanted:
+        proc.run(["dpkg-deb", "-x", str(debs[pkg]), str(root)], what=f"unpack {pkg} from {CURRENT_SUITE}")
+        inner, name = CURRENT_TOOLS[pkg]
+        if not (root / inner).exists():
+            raise ToolError(f"{pkg}: {inner} is not in the {CURRENT_SUITE} package", tool=pkg)
+        _link(root / inner, current_bin() / name)
+        versions[pkg] = _deb_version(debs[pkg])
+    versions_file.write_text(json.dumps(versions, indent=2, sort_keys=True) + "\n")
+    return [f"current toolchain: unpacked {', '.join(f'{p} {_deb_upstream(versions[p])}' for p in wanted)} from"
+            f" {CURRENT_SUITE} into {current_bin()}"]
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -913,12 +964,14 @@ def _log_tail(start: int) -> str:
     return (errs or lines or ["no output"])[-1].strip()[:300]
 
 
-def doctor(*, install_missing: bool = False) -> tuple[dict[str, Any], str]:
-    """``pipeline doctor [--install]``: what it did, and every tool's state (data, text)."""
+def doctor(*, install_missing: bool = False, current: bool = False) -> tuple[dict[str, Any], str]:
+    """``pipeline doctor [--install] [--current]``: what it did, and every tool's state (data, text)."""
     actions: list[str] = []
     if install_missing:
         actions = list(install())
         actions.append(f"dockerd: {ensure_dockerd()}")
+    if current:
+        actions += install_current()
     statuses = probe()
     data = {"actions": actions, "tools": [
         {"name": s.name, "found": s.found, "version": s.version, "detail": s.detail, "needed_by": list(s.needed_by)}

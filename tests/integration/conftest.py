@@ -97,6 +97,12 @@ def _tool_problem(name: str) -> str | None:
             return "cosign is not installed"
         r = proc.run(["cosign", "version"], check=False, timeout=60, what="cosign version")
         return None if r.returncode == 0 else "cosign does not run"
+    if name in ("cosign-current", "crane"):   # today's lines, beside the default toolchain
+        exe = toolchain.current_bin() / ("cosign" if name == "cosign-current" else "crane")
+        if not exe.exists():
+            return f"{exe} is missing (pipeline doctor --install --current)"
+        r = proc.run([str(exe), "version"], check=False, timeout=60, what=f"{exe} version")
+        return None if r.returncode == 0 else f"{exe} does not run"
     return None if proc.which(name) else f"'{name}' is not on PATH"
 
 
@@ -104,7 +110,8 @@ def check_tool(name: str) -> None:
     """Skip or fail (see :func:`missing`) unless ``name`` is usable.
 
     Names: ``docker``, ``docker-engine``, ``docker-registry``, ``buildx``, ``trivy``, ``cosign``,
-    ``htpasswd``, ``openssl``, ``skopeo``, ``qemu-<arch>``, ``busybox-<arch>`` (dpkg arch names).
+    ``cosign-current`` and ``crane`` (Debian unstable's, in the current toolchain), ``htpasswd``,
+    ``openssl``, ``skopeo``, ``qemu-<arch>``, ``busybox-<arch>`` (dpkg arch names).
     """
     problem = _tool_problem(name)
     if problem:
@@ -311,3 +318,25 @@ def offline_base(registries: dict[str, TestRegistry], docker_engine: docker.Engi
 
 
 __all__ = ["TestRegistry", "check_tool", "missing", "registry_log_uploads", "tools_required"]
+
+
+@pytest.fixture
+def cosign_on_path(monkeypatch):
+    """``use("default" | "current")`` puts that cosign first on PATH for this test (the release and cosign
+    run directly both see it); the detected major version is forgotten between switches."""
+    from pipeline.tools import cosign as cosign_tool
+
+    original = os.environ["PATH"]
+
+    def use(which: str) -> str:
+        if which == "current":
+            check_tool("cosign-current")
+            monkeypatch.setenv("PATH", f"{toolchain.current_bin()}{os.pathsep}{original}")
+        else:
+            check_tool("cosign")
+            monkeypatch.setenv("PATH", original)
+        cosign_tool.installed_major.cache_clear()
+        return proc.which("cosign") or "cosign"
+
+    yield use
+    cosign_tool.installed_major.cache_clear()
