@@ -39,6 +39,7 @@ from pipeline.context import Context
 from pipeline.errors import ConfigError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.refs import platform_key
+from pipeline.stage import exclusive
 from pipeline.tools import transfer
 from pipeline.tools.oci import INDEX_TYPES, OCI_INDEX, Layout
 
@@ -204,18 +205,20 @@ class Build:
         tag = candidate_tag(ctx, key, platform)
         layout_dir = IMAGES_DIR / (f"{key[:32]}-{platform_key(platform)}" if platform else key[:32])
         builder = local.Builder(ctx, access, args, base)
-        if ctx.options.from_digests:
-            return self._merge_split(ctx, access, key, tag, base, layout_dir)
-        found = self._reuse(ctx, access, layout_dir, tag, platform)
-        if found is not None:
-            return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
-        platforms = (platform,) if platform else tuple(cfg.image.platforms)
-        if platform or cfg.build.mode == "single":
-            layout, digest = builder.build(platforms, layout_dir, manifest=bool(platform))
-        else:
-            parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
-                     for p in platforms}
-            layout, digest = merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
+        # Two releases of the same inputs on this machine: the second waits here, then finds the layout.
+        with exclusive("build", str(IMAGES_DIR.resolve()), layout_dir.name):
+            if ctx.options.from_digests:
+                return self._merge_split(ctx, access, key, tag, base, layout_dir)
+            found = self._reuse(ctx, access, layout_dir, tag, platform)
+            if found is not None:
+                return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
+            platforms = (platform,) if platform else tuple(cfg.image.platforms)
+            if platform or cfg.build.mode == "single":
+                layout, digest = builder.build(platforms, layout_dir, manifest=bool(platform))
+            else:
+                parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
+                         for p in platforms}
+                layout, digest = merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
         local.prune_layouts(IMAGES_DIR, keep=KEEP_LAYOUTS, current=layout.path)
         return self._output(ctx, layout, digest, key, tag, False, base, "build")
 

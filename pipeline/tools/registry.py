@@ -563,8 +563,12 @@ class Registry:
         if r.status_code < 400 or r.status_code in ok:
             return r
         if stream:
-            r.read()
-            r.close()
+            try:
+                r.read()          # the error body names the problem; a broken one is no reason to hide the status
+            except httpx.HTTPError:
+                pass
+            finally:
+                r.close()
         raise self._status_error(r, what)
 
     def _retrying(self, fn: Callable[..., T], *args: Any) -> T:

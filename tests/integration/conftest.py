@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -340,3 +341,62 @@ def cosign_on_path(monkeypatch):
 
     yield use
     cosign_tool.installed_major.cache_clear()
+
+
+# --------------------------------------------------------------------------- fault tests
+
+
+@pytest.fixture(scope="module")
+def fault_tools(docker_engine, registries) -> None:
+    for tool in ("buildx", "docker-registry", "cosign", "trivy", "busybox-amd64", "busybox-arm64", "qemu-amd64",
+                 "qemu-arm64"):
+        check_tool(tool)
+
+
+@pytest.fixture(scope="module")
+def fault_proxies(registries, fault_tools) -> Iterator[dict[str, Any]]:
+    """A seeded :class:`FaultProxy` in front of each session registry (faults off until a test turns them on)."""
+    from tests.support.faultproxy import FaultProxy
+
+    started = {n: FaultProxy(registries[n].url, seed=1000 + i, retry_after=1).start()
+               for i, n in enumerate(("ghcr", "ecr", "hub"))}
+    yield started
+    for p in started.values():
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_workdir(tmp_path_factory) -> Path:
+    """One working directory for a module's releases (its .pipeline/ keeps the offline base and layouts)."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def fault_signing(fault_workdir) -> dict[str, str]:
+    from tests.support import project
+
+    password = secrets.token_urlsafe(16)
+    r = project.run_main(["keygen", "--output", str(fault_workdir / "keys" / "release")],
+                         project.github_env(COSIGN_PASSWORD=password))
+    assert r.code == 0, r.err
+    return {"key": str(fault_workdir / "keys" / "release.key"), "pub": str(fault_workdir / "keys" / "release.pub"),
+            "password": password}
+
+
+@pytest.fixture(scope="module")
+def fault_db(registries) -> str:
+    """The small test vulnerability DB in the plain registry (reached through its proxy by the releases)."""
+    from pipeline.tools.registry import Registry
+    from tests.support import trivydb
+
+    with Registry(registries["ecr"].host, insecure=True) as client:
+        trivydb.push(client, "mirror/trivy-db", "2", trivydb.pack(trivydb.minimal_db()))
+    return "mirror/trivy-db:2"
+
+
+@pytest.fixture(scope="module")
+def rig(fault_workdir, registries, fault_proxies, fault_signing, fault_db):
+    """The fault tests' set-up in one object (tests/support/faultrig.py)."""
+    from tests.support.faultrig import Rig
+
+    return Rig(fault_workdir, registries, fault_proxies, fault_signing, fault_db)

@@ -309,6 +309,14 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     proxy: FaultProxy
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet for what injected resets leave behind (a closed socket, a client that went away);
+        anything else is printed, as socketserver would."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (OSError, ValueError)):
+            return
+        super().handle_error(request, client_address)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the FQDN of the address (a DNS lookup); not needed.
         socketserver.TCPServer.server_bind(self)
