@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.scan import db as scandb
 from pipeline.tools.registry import Registry
 from tests.support import project as support
 from tests.support.project import http_tags
@@ -320,3 +321,67 @@ def test_scan_result_is_attested_per_platform_with_attest_scan(tmp_path, registr
     assert code == 0, err[-3000:]
     items = json.loads(out)["outputs"]["sign"]["items"]
     assert items and all(i["action"] == "present" for i in items)
+
+
+# --------------------------------------------------------------------------- the Java DB
+
+JAVA_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+COPY foo-1.0.0.jar /app/foo-1.0.0.jar
+COPY bare.jar /app/lib/bare.jar
+"""
+
+
+def offline_trivy(tmp: Path) -> tuple[Path, Path]:
+    """A ``trivy`` first on PATH that runs the real one in a network namespace of its own (only a
+    loopback that is down): a scan that tried to reach any host would fail. Each call is logged."""
+    real = subprocess.run(["sh", "-c", "command -v trivy"], capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir, calls = tmp / "offline-bin", tmp / "trivy-calls.log"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "trivy"
+    shim.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec unshare --map-root-user --net -- "{real}" "$@"\n')
+    shim.chmod(0o755)
+    return bin_dir, calls
+
+
+def test_an_image_with_jars_gets_the_java_db_from_our_client_and_the_scan_sends_nothing(
+        tmp_path, registries, offline_base):
+    """The JAR analyzer needs the Java DB: our client fetches it (and the vuln DB) from the mirror, and
+    Trivy, run with no network at all, finds a JAR known only by its SHA-1 in that Java DB."""
+    foo = trivydb.make_jar("com.example", "foo", "1.0.0")
+    bare = trivydb.make_jar("ignored", "ignored", "0", pom=False)        # only the Java DB names it
+    advisories = {trivydb.MAVEN_BUCKET: {
+        "com.example:foo": {"GHSA-mmmm-0000-0001": {"VulnerableVersions": ["<1.0.1"], "PatchedVersions": ["1.0.1"]}},
+        "com.example:bar": {"CVE-2099-3001": {"VulnerableVersions": [">=2.0.0, <2.0.1"],
+                                              "PatchedVersions": ["2.0.1"]}}}}
+    vulns = {"GHSA-mmmm-0000-0001": {"Title": "foo: made-up", "VendorSeverity": {"ghsa": 3}},
+             "CVE-2099-3001": {"Title": "bar: made-up", "VendorSeverity": {"ghsa": 4}}}
+    reg = registries["ecr"]
+    with Registry(reg.host, insecure=True) as client:
+        trivydb.push(client, "mirror/java-vuln-db", "2",
+                     trivydb.pack(trivydb.trivy_buckets(advisories, vulns, {trivydb.MAVEN_BUCKET: trivydb.MAVEN_SOURCE})))
+        scandb.push_layer(client, "mirror/trivy-java-db", "1",
+                   trivydb.pack_java([("com.example", "bar", "2.0.0", bare)]), scandb.JAVA_DB)
+    cache = tmp_path / "trivy-cache"                                 # fresh: no Java DB, no scan cache
+    cfg = support.write_project(
+        tmp_path, registries, offline_base, name="scan-java", dockerfile=JAVA_DOCKERFILE, release=RELEASE,
+        scan=(f'fail_on = "HIGH"\ndb_repository = ["{reg.host}/mirror/java-vuln-db:2"]\n'
+              f'java_db_repository = ["{reg.host}/mirror/trivy-java-db:1"]\ncache_dir = "{cache}"\n'))
+    (tmp_path / "ctx" / "foo-1.0.0.jar").write_bytes(foo)
+    (tmp_path / "ctx" / "bare.jar").write_bytes(bare)
+    bin_dir, calls = offline_trivy(tmp_path)
+    env = {**github_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "PIPELINE_LOG_FORMAT": "json"}
+    run = support.run_process(["release", "--config", str(cfg)], env, cwd=tmp_path)
+
+    assert run.returncode == 1, run.stderr[-3000:]
+    line = next(ln for ln in run.stderr.splitlines() if ln.startswith("pipeline: error:"))
+    for platform in ("linux/amd64", "linux/arm64"):
+        assert (f"{platform}: CVE-2099-3001 (CRITICAL) in com.example:bar 2.0.0, fixed in 2.0.1; "
+                f"GHSA-mmmm-0000-0001 (HIGH) in com.example:foo 1.0.0, fixed in 1.0.1") in line, line
+    assert (cache / "java-db" / "trivy-java.db").read_bytes().startswith(b"SQLite format 3")
+    events = [json.loads(ln) for ln in run.stderr.splitlines() if ln.startswith("{")]
+    assert any(e.get("event") == "java_db.ready" for e in events), run.stderr[-3000:]
+    scans = [c for c in calls.read_text().splitlines() if c.startswith("image --input")]
+    assert scans and all("--skip-java-db-update" in c and "--offline-scan" in c for c in scans), scans
+    assert_release_registries_untouched(registries, "scan-java", tmp_path / "dist")

@@ -246,7 +246,11 @@ def _updated_for(data: bytes) -> datetime:
 def pack(buckets: Mapping[str, Any] | None = None, *, updated: datetime | None = None) -> bytes:
     """``db.tar.gz`` (trivy.db + metadata.json), deterministic."""
     data = build(buckets if buckets is not None else sample_db())
-    files = {"trivy.db": data, "metadata.json": metadata(updated or _updated_for(data))}
+    return _targz({"trivy.db": data, "metadata.json": metadata(updated or _updated_for(data))})
+
+
+def _targz(files: Mapping[str, bytes]) -> bytes:
+    """A deterministic gzip tar of ``files`` (name → content), no directory prefix."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content in files.items():
@@ -264,6 +268,61 @@ def push(registry: Any, repository: str, tag: str = "2", layer: bytes | None = N
     from pipeline.scan.db import push_layer
 
     return push_layer(registry, repository, tag, layer if layer is not None else pack())
+
+
+# --------------------------------------------------------------------------- the Java DB (specs/trivy-javadb.md)
+
+MAVEN_BUCKET = "maven::GitHub Security Advisory Maven"
+MAVEN_SOURCE = {"ID": "ghsa", "Name": "GitHub Security Advisory Maven",
+                "URL": "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Amaven"}
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def make_jar(group: str, artifact: str, version: str, *, pom: bool = True) -> bytes:
+    """A deterministic JAR. With ``pom`` (and shipped as ``<artifact>-<version>.jar``) Trivy names it from
+    pom.properties; without, only its SHA-1 in the Java DB identifies it."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as jar:
+        jar.writestr(zipfile.ZipInfo("META-INF/MANIFEST.MF", _ZIP_DATE), "Manifest-Version: 1.0\r\n\r\n")
+        if pom:
+            jar.writestr(zipfile.ZipInfo(f"META-INF/maven/{group}/{artifact}/pom.properties", _ZIP_DATE),
+                         f"groupId={group}\nartifactId={artifact}\nversion={version}\n")
+    return buf.getvalue()
+
+
+def java_db_file(rows: list[tuple[str, str, str, bytes]]) -> bytes:
+    """``trivy-java.db`` (SQLite, the trivy-java-db schema) indexing each ``(group, artifact, version, jar)``
+    by the JAR's raw SHA-1."""
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trivy-java.db"
+        con = sqlite3.connect(path)
+        con.executescript(
+            "CREATE TABLE artifacts(id INTEGER PRIMARY KEY, group_id TEXT, artifact_id TEXT);"
+            "CREATE TABLE indices(artifact_id INTEGER, version TEXT, sha1 BLOB, archive_type TEXT,"
+            " foreign key (artifact_id) references artifacts(id));"
+            "CREATE UNIQUE INDEX artifacts_idx ON artifacts(artifact_id, group_id);"
+            "CREATE INDEX indices_artifact_idx ON indices(artifact_id);"
+            "CREATE UNIQUE INDEX indices_sha1_idx ON indices(sha1);")
+        for group, artifact, version, jar in rows:
+            con.execute("INSERT OR IGNORE INTO artifacts(group_id, artifact_id) VALUES (?, ?)", (group, artifact))
+            con.execute("INSERT INTO indices(artifact_id, version, sha1, archive_type) VALUES ((SELECT id FROM"
+                        " artifacts WHERE group_id=? AND artifact_id=?), ?, ?, 'jar')",
+                        (group, artifact, version, hashlib.sha1(jar).digest()))
+        con.commit()
+        con.close()
+        return path.read_bytes()
+
+
+def pack_java(rows: list[tuple[str, str, str, bytes]]) -> bytes:
+    """``javadb.tar.gz`` as trivy-java-db publishes it: ``trivy-java.db`` + ``metadata.json`` (schema 1)."""
+    meta = json.dumps({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "2026-01-01T00:00:00Z",
+                       "DownloadedAt": "0001-01-01T00:00:00Z"}).encode() + b"\n"
+    return _targz({"trivy-java.db": java_db_file(rows), "metadata.json": meta})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import tarfile
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -22,18 +19,6 @@ from pipeline.tools.registry import Registry
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def java_layer() -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in (("trivy-java.db", b"SQLite format 3\0" + b"\0" * 100),
-                           ("metadata.json", json.dumps({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z",
-                                                         "UpdatedAt": "2026-11-01T00:00:00Z"}).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue())
-
-
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """Two configured registries (a: empty, b: holds the DB and the Java DB), our client to both."""
@@ -41,7 +26,7 @@ def world(tmp_path, monkeypatch):
     clients = {n: Registry(f.host, name=n, policy=FAST, transport=LazyTransport(f)) for n, f in fakes.items()}
     updated = NOW - timedelta(hours=3)
     trivydb.push(clients["b"], "aquasec/trivy-db", "2", trivydb.pack(updated=updated))
-    scandb.push_layer(clients["b"], "aquasec/trivy-java-db", "1", java_layer(), scandb.JAVA_DB)
+    scandb.push_layer(clients["b"], "aquasec/trivy-java-db", "1", trivydb.pack_java([]), scandb.JAVA_DB)
     java = json.loads(fakes["b"].manifests["aquasec/trivy-java-db"][fakes["b"].tag_map["aquasec/trivy-java-db"]["1"]][0])
     monkeypatch.setattr(scandb, "Access", fake_access(lambda reg: clients[reg.name]))
 
