@@ -7,15 +7,19 @@ to every stage; stages read it and never reach for the environment themselves.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.metadata.ci import CIInfo
 from pipeline.metadata.rules import DEFAULT_SHORT_SHA_LENGTH, TagOptions
+
+if TYPE_CHECKING:
+    from pipeline.access.registries import Access
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,6 @@ class Options:
     digest_out: str | None = None
     from_digests: str | None = None
     output_format: str = "text"
-    staging_only: bool = False     # pipeline build: the candidate goes to staging, no release registry
 
 
 @dataclass
@@ -42,6 +45,22 @@ class Context:
     outputs: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None   # live build output (the CLI decides where it goes)
     results: list[Any] = field(default_factory=list)  # StageResults so far (the runner appends)
+    background: dict[str, Any] = field(default_factory=dict)  # futures started early for a later stage
+    _access: Any = field(default=None, repr=False)
+
+    def registry_access(self) -> AbstractContextManager[Access]:
+        """The registry clients of this run, shared by its stages (one ping per registry, tokens and
+        connections reused); ``with ctx.registry_access() as access`` does not close them: :meth:`close` does."""
+        if self._access is None:
+            from pipeline.access.registries import Access
+
+            self._access = Access(self.config, self.env)
+        return nullcontext(self._access)
+
+    def close(self) -> None:
+        if self._access is not None:
+            self._access.close()
+            self._access = None
 
     @property
     def dist(self) -> Path:

@@ -23,12 +23,14 @@ from pipeline.sign.verify import Verify
 from pipeline.stage import Stage, StageResult
 from pipeline.stages.copy import Copy
 from pipeline.stages.report import Report
+from pipeline.stages.staging import Staging
 from pipeline.stages.tag import Tag
 
 RELEASE: tuple[Stage, ...] = (
     Tags(),
     Build(),
     Scan(),
+    Staging(),
     Copy(),
     Sign(),
     Tag(),
@@ -77,15 +79,18 @@ class Runner:
 
     def run(self, stages: tuple[Stage, ...] = RELEASE) -> list[StageResult]:
         failed = False
-        for stage in stages:
-            if failed and not getattr(stage, "always", False):
-                continue
-            result = self.run_one(stage)
-            self.results.append(result)
-            self.ctx.results.append(result)
-            failed = failed or result.status == "failed"
-            if self.after_stage is not None:
-                self.after_stage(stage.name)
+        try:
+            for stage in stages:
+                if failed and not getattr(stage, "always", False):
+                    continue
+                result = self.run_one(stage)
+                self.results.append(result)
+                self.ctx.results.append(result)
+                failed = failed or result.status == "failed"
+                if self.after_stage is not None:
+                    self.after_stage(stage.name)
+        finally:
+            self.ctx.close()      # the registry clients the stages shared
         return self.results
 
     def run_one(self, stage: Stage) -> StageResult:

@@ -192,7 +192,7 @@ class Build:
     # -- run
 
     def run(self, ctx: Context) -> BuildOutput:
-        with Access(ctx.config, ctx.env) as access:
+        with ctx.registry_access() as access:
             return self._run(ctx, access)
 
     def _run(self, ctx: Context, access: Access) -> BuildOutput:

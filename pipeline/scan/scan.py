@@ -105,7 +105,7 @@ class Scan:
         policy = policy_for(ctx)                         # config errors before any network step
         logger = log.get(stage=self.name)
         started = datetime.now(timezone.utc)
-        with Access(cfg, ctx.env) as access:
+        with ctx.registry_access() as access:
             scanners: tuple[str, ...] = tuple(trivy.SCANNERS)
             try:
                 db = scandb.prepare(cfg, ctx.env, access)

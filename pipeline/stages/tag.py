@@ -1,6 +1,6 @@
 """Tag stage, last: put the index under every release tag in every registry.
 
-It refuses to run unless every enabled earlier gate (build, scan, copy, sign)
+It refuses to run unless every enabled earlier gate (build, scan, staging, copy, sign)
 produced its output in this run: a release tag never lands on an unchecked
 image. Tags already on the digest are skipped (idempotent re-run).
 """
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pipeline import log
-from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
 from pipeline.context import Context
 from pipeline.errors import InfraError, PolicyError
@@ -20,7 +19,8 @@ from pipeline.metadata.tags import TagsOutput
 from pipeline.stage import no_tags_reason
 from pipeline.stages.copy import CopyOutput
 
-GATES = (("build", "build"), ("scan", "scan"), ("copy", "copy_"), ("sign", "sign"))
+#: (stage, config section whose ``enabled`` can turn it off; None: always on)
+GATES = (("build", "build"), ("scan", "scan"), ("staging", None), ("copy", "copy_"), ("sign", "sign"))
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,14 @@ def unmet_gates(ctx: Context) -> list[str]:
     """Enabled gates that have not passed in this run (so tagging must not happen)."""
     missing = []
     for stage, section in GATES:
-        enabled = getattr(ctx.config, section).enabled
-        if enabled and stage not in ctx.outputs:
+        if _enabled(ctx, section) and stage not in ctx.outputs:
             why = "skipped with --skip" if stage in ctx.options.skip else "did not pass"
             missing.append(f"{stage} ({why})")
     return missing
+
+
+def _enabled(ctx: Context, section: str | None) -> bool:
+    return section is None or bool(getattr(ctx.config, section).enabled)
 
 
 class Tag:
@@ -55,7 +58,7 @@ class Tag:
     def describe(self, ctx: Context) -> str:
         tags: TagsOutput | None = ctx.outputs.get("tags")
         names = ", ".join(tags.result.tags) if tags else "the release tags"
-        gates = [s for s, section in GATES if getattr(ctx.config, section).enabled]
+        gates = [s for s, section in GATES if _enabled(ctx, section)]
         return (f"put {names} on the digest in {', '.join(r.name for r in ctx.config.release_registries)}, "
                 f"only after {', '.join(gates)} passed")
 
@@ -71,35 +74,33 @@ class Tag:
         served = set(copy.copied) if copy else {r.name for r in cfg.release_registries}
         targets = [r for r in cfg.release_registries if r.name in served and r.name not in failed]
         logger = log.get(stage=self.name)
-        written: dict[str, list[str]] = {}
-        present: dict[str, list[str]] = {}
+        written: dict[str, list[str]] = {r.name: [] for r in targets}
+        present: dict[str, list[str]] = {r.name: [] for r in targets}
         media = build.media_type
         body = build.index
 
-        with Access(cfg, ctx.env) as access:
-            def one(reg_name: str) -> tuple[list[str], list[str]]:
+        with ctx.registry_access() as access:
+            def one(reg_name: str, tag: str) -> bool:
+                """Put ``tag`` in ``reg_name``; False when it already pointed at the digest."""
                 reg = cfg.registry(reg_name)
                 client = access.client(reg)
                 repo = reg.repository(cfg.image.name)
-                did: list[str] = []
-                had: list[str] = []
-                for tag in tags.result.tags:
-                    head = client.manifest_head(repo, tag)
-                    if head is not None and head.digest == build.digest:
-                        had.append(tag)
-                        continue
-                    put = client.manifest_put(repo, tag, body, media)
-                    if put != build.digest:
-                        raise InfraError(f"registry {reg.name}: {repo}:{tag} points at {put}, not {build.digest}")
-                    did.append(tag)
-                    logger.info("tag.written", registry=reg.name, ref=f"{reg.url}/{cfg.image.name}:{tag}",
-                                digest=build.digest)
-                return did, had
+                head = client.manifest_head(repo, tag)
+                if head is not None and head.digest == build.digest:
+                    return False
+                put = client.manifest_put(repo, tag, body, media)
+                if put != build.digest:
+                    raise InfraError(f"registry {reg.name}: {repo}:{tag} points at {put}, not {build.digest}")
+                logger.info("tag.written", registry=reg.name, ref=f"{reg.url}/{cfg.image.name}:{tag}",
+                            digest=build.digest)
+                return True
 
+            # every (registry, tag) at once within copy.concurrency; the order of tags means nothing to a
+            # registry, and all of them come after every gate
             with ThreadPoolExecutor(max_workers=cfg.copy_.concurrency) as pool:
-                futures = {r.name: pool.submit(one, r.name) for r in targets}
-                for name, future in futures.items():
-                    written[name], present[name] = future.result()
+                futures = {(r.name, tag): pool.submit(one, r.name, tag) for r in targets for tag in tags.result.tags}
+                for (name, tag), future in futures.items():
+                    (written if future.result() else present)[name].append(tag)
         if failed:  # best-effort: tags went where the copy worked; the release still fails
             raise InfraError(f"tagged in {', '.join(written) or 'no registry'}; copy failed for "
                              f"{', '.join(failed)}: {next(iter(failed.values()))}")
