@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show every release stage and what it would do or why it would skip")
     _common(p)
     p.add_argument("--skip", action="append", default=[], metavar="STAGE", help="skip a stage (repeatable)")
-    p = sub.add_parser("release", help="run the release: tags, build, scan, copy, sign, tag, verify, report")
+    p = sub.add_parser("release", help="run the release: tags, build, scan, staging, copy, sign, tag, verify, report")
     _common(p)
     p.add_argument("--skip", action="append", default=[], metavar="STAGE", help="skip a stage (repeatable)")
     p.add_argument("--from-digests", metavar="DIR", help="merge per-platform digests written by split builds")
@@ -158,8 +158,7 @@ def _emit(data: Any, fmt: str, text: Callable[[], str], out: TextIO) -> None:
         out.write(text() + "\n")
 
 
-def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path | None = None,
-                 staging_only: bool = False) -> Context:
+def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path | None = None) -> Context:
     from pipeline.tools.git import Git
 
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
@@ -173,7 +172,6 @@ def make_context(args: argparse.Namespace, env: Mapping[str, str], *, cwd: Path 
         platform=getattr(args, "platform", None),
         digest_out=getattr(args, "digest_out", None),
         output_format=getattr(args, "format", "text"),
-        staging_only=staging_only,
     )
     _check_skips(options.skip)
     return Context(config=cfg, ci=info, env=env, now=now, config_path=cfg_path, options=options,
@@ -189,6 +187,8 @@ def _progress_writer(env: Mapping[str, str]) -> Callable[[str], None]:
 
 
 def _check_skips(skip: frozenset[str]) -> None:
+    if not skip:
+        return      # the stages import nothing until a command runs them
     from pipeline.plan import RELEASE
 
     names = [s.name for s in RELEASE]
@@ -242,12 +242,17 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
 
 def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None,
                 **options: Any) -> Context:
+    from pipeline.tools import buildx
+
+    ctx = make_context(args, env, **options)
+    if "build" not in ctx.options.skip and not ctx.options.from_digests:
+        buildx.start_inspection(ctx.background, ctx.config.build.builder, env)   # overlaps the imports below
+
     from pipeline import crashpoint
     from pipeline.access.registries import serve_local
     from pipeline.plan import RELEASE, Runner
     from pipeline.report import release_manifest, text_summary
 
-    ctx = make_context(args, env, **options)
     serve_local(ctx.config)
     stages = RELEASE if names is None else tuple(s for s in RELEASE if s.name in names)
     results = Runner(ctx, after_stage=crashpoint.from_env(env)).run(stages)
@@ -270,7 +275,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 
     if args.digest_out and not args.platform:
         raise UsageError("pipeline build: --digest-out goes with --platform (one platform per call)")
-    ctx = _run_stages(args, env, out, ("tags", "build", "scan", "copy"), staging_only=True)
+    ctx = _run_stages(args, env, out, ("tags", "build", "scan", "staging"))
     if args.digest_out:
         write_digest(ctx, Path(args.digest_out))
     return EXIT_OK

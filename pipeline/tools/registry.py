@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import json
 import os
 import re
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -282,6 +284,17 @@ def _next_link(response: httpx.Response) -> str | None:
 # --------------------------------------------------------------------------- the client
 
 
+def ssl_context(verify: bool) -> ssl.SSLContext:
+    """httpx's TLS context (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else certifi), made once per process and
+    settings: loading the CA bundle takes ~15 ms, and a release opens a client per registry and stage."""
+    return _ssl_context(verify, os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(verify: bool, _cert_file: str, _cert_dir: str) -> ssl.SSLContext:
+    return httpx.create_ssl_context(verify=verify)
+
+
 class Registry:
     """One registry host. Thread-safe enough for parallel copies (tokens cached per scope).
 
@@ -305,7 +318,8 @@ class Registry:
         self._lock = threading.Lock()
         # insecure = docker's "insecure registry": HTTPS without verification, else plain HTTP
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
-                                   transport=transport, verify=not insecure, headers={"User-Agent": "pipeline"})
+                                   transport=transport, verify=ssl_context(not insecure),
+                                   headers={"User-Agent": "pipeline"})
         self._no_chunked = False   # the registry refused a chunked upload once: whole blobs from then on
         self.counters: dict[str, int] = {"blob_uploads": 0, "blob_mounts": 0, "blob_skips": 0,
                                          "manifest_puts": 0, "token_fetches": 0}
