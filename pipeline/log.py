@@ -12,15 +12,21 @@ import logging
 import re
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+from pipeline import lean
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = lean.module("structlog")
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"(pass(word)?|token|secret|private|credential|auth)$|^(authorization)$", re.I)
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _configured = False
+_pending: tuple[str, TextIO, str] | None = None   # set by configure(), applied by the first get()
 
 
 def register_secret(value: str | None) -> None:
@@ -64,9 +70,15 @@ def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, 
 
 
 def configure(fmt: str = "text", *, stream: TextIO | None = None, level: str = "info") -> None:
-    """Configure structlog once: readable console on a terminal, JSON lines with ``fmt='json'``."""
-    global _configured
-    stream = stream or sys.stderr
+    """Readable console on a terminal, JSON lines with ``fmt='json'``. structlog is imported and set up
+    when the first logger is asked for: a command that logs nothing never imports it."""
+    global _configured, _pending
+    with _lock:
+        _pending = (fmt, stream or sys.stderr, level)
+        _configured = True
+
+
+def _apply(fmt: str, stream: TextIO, level: str) -> None:
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -85,10 +97,15 @@ def configure(fmt: str = "text", *, stream: TextIO | None = None, level: str = "
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    _configured = True
 
 
 def get(name: str | None = None, **fields: Any) -> Any:
     """A bound logger; stages bind their name."""
+    global _pending
+    if _pending is not None:
+        with _lock:
+            if _pending is not None:
+                _apply(*_pending)
+                _pending = None
     log = structlog.get_logger(name) if name else structlog.get_logger()
     return log.bind(**fields) if fields else log

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import tenacity
+from pipeline import lean, log
 
-from pipeline import log
+if TYPE_CHECKING:
+    import tenacity
+else:
+    tenacity = lean.module("tenacity")
+
 
 T = TypeVar("T")
 

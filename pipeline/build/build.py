@@ -26,10 +26,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline import log
-from pipeline.access.registries import Access
 from pipeline.build import base as base_images
 from pipeline.build import local
 from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest
@@ -42,6 +41,9 @@ from pipeline.refs import platform_key
 from pipeline.stage import exclusive
 from pipeline.tools import transfer
 from pipeline.tools.oci import INDEX_TYPES, OCI_INDEX, Layout
+
+if TYPE_CHECKING:
+    from pipeline.access.registries import Access
 
 IMAGES_DIR = Path(".pipeline/images")
 KEEP_LAYOUTS = 6           # newest local layouts kept (re-runs reuse them; older ones are removed)

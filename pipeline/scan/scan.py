@@ -18,20 +18,21 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline import log
-from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
 from pipeline.context import Context
 from pipeline.errors import PolicyError, ToolError
 from pipeline.scan import db as scandb
-from pipeline.scan.policy import Policy, evaluate, load_policy
-from pipeline.scan.reports import PlatformResult, failure_message, markdown, table, write_all
-from pipeline.scan.results import ReportError, ScanCache, parse_report
 from pipeline.refs import platform_key
 from pipeline.tools import trivy
 from pipeline.tools.oci import Layout
+
+if TYPE_CHECKING:
+    from pipeline.access.registries import Access
+    from pipeline.scan.policy import Policy
+    from pipeline.scan.reports import PlatformResult
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def no_db(cache_dir: str, reason: str) -> trivy.DBInfo:
 
 
 def policy_for(ctx: Context) -> Policy:
+    from pipeline.scan.policy import load_policy
+
     logger = log.get(stage="scan")
     return load_policy(ctx.config.scan, warn=lambda m: logger.warning("trivyignore.line_skipped", detail=m))
 
@@ -100,6 +103,11 @@ class Scan:
                 f"{s.exceptions_file or 'none'}; {db}); reports in {ctx.dist / 'scan'}")
 
     def run(self, ctx: Context) -> ScanOutput:
+        # the gate's own modules load here: listing the stage (pipeline plan) needs none of them
+        from pipeline.scan.policy import evaluate
+        from pipeline.scan.reports import PlatformResult, failure_message, write_all
+        from pipeline.scan.results import ReportError, ScanCache, parse_report
+
         build: BuildOutput = ctx.outputs["build"]
         cfg = ctx.config
         policy = policy_for(ctx)                         # config errors before any network step
@@ -176,6 +184,8 @@ class Scan:
             return trivy.scan(view, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
 
     def _show(self, ctx: Context, results: list[PlatformResult]) -> None:
+        from pipeline.scan.reports import markdown, table
+
         if ctx.progress:
             ctx.progress(table(results))
         summary = ctx.env.get("GITHUB_STEP_SUMMARY")

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from pipeline import log
-from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
@@ -167,7 +166,7 @@ class Sign:
         att_subjects = [(p, _descriptor(layout, d)) for p, d in sorted(build.platforms.items())] if cfg.sign.sbom else []
         vuln_reports = scan_reports(ctx) if cfg.sign.attest_scan else {}
 
-        with keys.temporary_dir() as tmp, Access(cfg, ctx.env) as access:
+        with keys.temporary_dir() as tmp, ctx.registry_access() as access:
             work = Path(tmp)
             signer = keys.signer(cfg.sign, ctx.env, cosign.Cosign())
             runner = cosign.Cosign(dict(signer.env))      # no registry credentials: cosign asks no registry

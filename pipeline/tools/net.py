@@ -10,10 +10,15 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import httpx
-
+from pipeline import lean
 from pipeline.errors import ToolError
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lean.module("httpx")
 
 
 def listening(host: str, port: int, timeout: float = 0.5) -> bool:

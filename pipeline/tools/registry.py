@@ -28,17 +28,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
-from pipeline import log, retry
+from pipeline import lean, log, retry
 from pipeline.errors import InfraError, ToolError
 from pipeline.tools import proc
 from pipeline.tools.oci import (  # noqa: F401 - the OCI vocabulary, importable from here too
     DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, Descriptor, digest_of,
     index_platforms, is_digest, matches_digest, platform_name, referenced_descriptors)
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lean.module("httpx")
 
 ACCEPT = ", ".join(MANIFEST_TYPES)
 CHUNK = 1 << 20

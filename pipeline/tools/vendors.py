@@ -23,16 +23,20 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
-from pipeline import log, retry
+from pipeline import lean, log, retry
 from pipeline.errors import InfraError
 from pipeline.tools import proc
 from pipeline.tools.ecr import EcrClient, EcrError, aws_env, have_boto3
 from pipeline.tools.registry import Credentials, NotFound, Registry, RegistryError
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lean.module("httpx")
+
 
 GITHUB_API = "https://api.github.com"
 HUB_API = "https://hub.docker.com"

@@ -21,6 +21,9 @@ class FakeAccess:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
     def client(self, reg: Any) -> Any:
         if self.clients is None:
             raise AssertionError(f"this test gives no registry client (asked for {reg.name})")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
+from pipeline.access import registries as registries_mod
 from pipeline.build.build import BuildOutput
 from pipeline.cli import main
 from pipeline.context import Context
@@ -40,7 +41,7 @@ def world(tmp_path, monkeypatch):
         return reports[root_of(view)]
 
     db = trivy.DBInfo(str(cache), 2, "2026-11-01T00:00:00Z", "2099-01-01T00:00:00Z", "", 100, "mirror")
-    monkeypatch.setattr(scan_stage, "Access", fake_access())
+    monkeypatch.setattr(registries_mod, "Access", fake_access())    # what ctx.registry_access() makes
     monkeypatch.setattr(scan_stage.scandb, "prepare", lambda cfg, env, access: db)
     monkeypatch.setattr(scan_stage.trivy, "scan", fake_scan)
     monkeypatch.setattr(scan_stage.trivy, "version", lambda: "0.59.1")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline.access import registries as registries_mod
 from pipeline import config, refs
 from pipeline.build.build import BuildOutput
 from pipeline.context import Context
@@ -52,7 +53,7 @@ def world(tmp_path, monkeypatch, fake_cosign):
     for n, client in clients.items():
         transfer.push(layout, index, client, REPOS[n])
     sboms: list[str] = []
-    monkeypatch.setattr(sign_stage, "Access", fake_access(lambda reg: clients[reg.name]))
+    monkeypatch.setattr(registries_mod, "Access", fake_access(lambda reg: clients[reg.name]))
     monkeypatch.setattr(sign_stage.trivy, "sbom", lambda view, **kw: sboms.append(root_of(view)) or
                         b'{"bomFormat": "CycloneDX"}')
 
