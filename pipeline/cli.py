@@ -246,7 +246,7 @@ def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, n
 
     ctx = make_context(args, env, **options)
     if "build" not in ctx.options.skip and not ctx.options.from_digests:
-        buildx.start_inspection(ctx.background, ctx.config.build.builder, env)   # overlaps the imports below
+        buildx.start_inspection(ctx.shared, ctx.config.build.builder, env)   # overlaps the imports below
 
     from pipeline import crashpoint
     from pipeline.access.registries import serve_local

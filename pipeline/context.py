@@ -45,7 +45,7 @@ class Context:
     outputs: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None   # live build output (the CLI decides where it goes)
     results: list[Any] = field(default_factory=list)  # StageResults so far (the runner appends)
-    background: dict[str, Any] = field(default_factory=dict)  # futures started early for a later stage
+    shared: dict[str, Any] = field(default_factory=dict)  # futures started early, values computed once per run
     _access: Any = field(default=None, repr=False)
 
     def registry_access(self) -> AbstractContextManager[Access]:

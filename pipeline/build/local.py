@@ -116,8 +116,8 @@ class Builder:
     def _facts(self) -> buildx.BuilderFacts:
         """The builder and the engine, inspected once per release (started early by the CLI when it could)."""
         if self._builder_facts is None:
-            future = self.ctx.background.get(buildx.BUILDER_FACTS) or buildx.start_inspection(
-                self.ctx.background, self.ctx.config.build.builder, self.ctx.env)
+            future = self.ctx.shared.get(buildx.BUILDER_FACTS) or buildx.start_inspection(
+                self.ctx.shared, self.ctx.config.build.builder, self.ctx.env)
             self._builder_facts = future.result()
         if self._builder_facts.error is not None:
             raise self._builder_facts.error

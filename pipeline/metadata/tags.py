@@ -21,7 +21,15 @@ class TagsOutput:
 
 
 def compute_tags(ctx: Context) -> TagsOutput:
-    """The one place config + CI context become tags (used by `tags`, `plan` and `release`)."""
+    """The one place config + CI context become tags (used by `tags`, `plan` and `release`); computed
+    once per run (the stages that skip without release tags ask too)."""
+    found: TagsOutput | None = ctx.shared.get("tags.computed")
+    if found is None:
+        found = ctx.shared["tags.computed"] = _compute(ctx)
+    return found
+
+
+def _compute(ctx: Context) -> TagsOutput:
     cfg = ctx.config
     try:
         rules = parse_rules(cfg.tags.rules)

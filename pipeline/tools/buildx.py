@@ -153,16 +153,16 @@ class BuilderFacts:
     error: ToolError | None = None
 
 
-BUILDER_FACTS = "buildx.builder_facts"   # the key in a release's ``ctx.background``
+BUILDER_FACTS = "buildx.builder_facts"   # the key in a release's ``ctx.shared``
 
 
-def start_inspection(background: dict[str, Any], builder: str | None,
+def start_inspection(shared: dict[str, Any], builder: str | None,
                      env: Mapping[str, str]) -> Future[BuilderFacts]:
     """Inspect the builder and the engine in the background, at once, with the docker client's own
-    variables only (no registry credential reaches them); the future goes in ``background``. The CLI
+    variables only (no registry credential reaches them); the future goes in ``shared`` (a release's ``ctx.shared``). The CLI
     starts it before it imports the stages, so the 0.15 s it takes overlaps the start-up."""
     future = inspect_in_background(builder, {k: v for k, v in env.items() if k in CLIENT_ENV})
-    background[BUILDER_FACTS] = future
+    shared[BUILDER_FACTS] = future
     return future
 
 
