@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,12 +37,12 @@ from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest
 from pipeline.build.merge import merge_layouts, platform_descriptor
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.refs import platform_key
 from pipeline.stage import exclusive
 from pipeline.tools import transfer
-from pipeline.tools.oci import INDEX_TYPES, OCI_INDEX, Layout
+from pipeline.tools.oci import INDEX_TYPES, OCI_INDEX, Descriptor, Layout
 
 if TYPE_CHECKING:
     from pipeline.access.registries import Access
@@ -211,42 +213,83 @@ class Build:
         with exclusive("build", str(IMAGES_DIR.resolve()), layout_dir.name):
             if ctx.options.from_digests:
                 return self._merge_split(ctx, access, key, tag, base, layout_dir)
-            found = self._reuse(ctx, access, layout_dir, tag, platform)
+            found = self._reuse_local(layout_dir)
             if found is not None:
                 return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
-            platforms = (platform,) if platform else tuple(cfg.image.platforms)
-            if platform or cfg.build.mode == "single":
-                layout, digest = builder.build(platforms, layout_dir, manifest=bool(platform))
-            else:
-                parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
-                         for p in platforms}
-                layout, digest = merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
+            # staging may hold this image (a re-run on a new machine): asked while buildx already builds, and
+            # the build is stopped when it does, so the lookup costs a new release nothing
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate") as pool:
+                lookup = pool.submit(self._staged_candidate, ctx, access, tag, platform, builder)
+                built: tuple[Layout, str] | None = None
+                failure: PipelineError | None = None
+                try:
+                    built = self._build(ctx, builder, key, layout_dir, platform)
+                except local.BuildCancelled:
+                    pass
+                except PipelineError as exc:
+                    failure = exc
+                try:
+                    candidate = lookup.result()
+                except PipelineError:
+                    if failure is not None:
+                        raise failure from None        # the build's own error says more
+                    raise
+            if candidate is not None:
+                found = self._fetch_candidate(ctx, access, layout_dir, tag, platform, candidate)
+                return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
+            if failure is not None:
+                raise failure
+            if built is None:
+                raise InfraError("build: stopped for a staging candidate that then was not there")
+            layout, digest = built
         local.prune_layouts(IMAGES_DIR, keep=KEEP_LAYOUTS, current=layout.path)
         return self._output(ctx, layout, digest, key, tag, False, base, "build")
 
-    def _reuse(self, ctx: Context, access: Access, layout_dir: Path, tag: str,
-               platform: str | None) -> tuple[Layout, str, str] | None:
-        """The image of these inputs from an earlier run: the local layout, else the staging candidate."""
-        logger = log.get(stage=self.name)
+    def _build(self, ctx: Context, builder: local.Builder, key: str, layout_dir: Path,
+               platform: str | None) -> tuple[Layout, str]:
+        cfg = ctx.config
+        platforms = (platform,) if platform else tuple(cfg.image.platforms)
+        if platform or cfg.build.mode == "single":
+            return builder.build(platforms, layout_dir, manifest=bool(platform))
+        parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
+                 for p in platforms}
+        return merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
+
+    def _reuse_local(self, layout_dir: Path) -> tuple[Layout, str, str] | None:
+        """The image of these inputs from an earlier run on this machine."""
         layout = local.complete_layout(layout_dir)
-        if layout is not None:
-            digest = layout.root().digest
-            logger.info("build.reused", layout=str(layout_dir), digest=digest,
-                        reason="a local layout has an image with the same build inputs")
-            return layout, digest, "local"
+        if layout is None:
+            return None
+        digest = layout.root().digest
+        log.get(stage=self.name).info("build.reused", layout=str(layout_dir), digest=digest,
+                                      reason="a local layout has an image with the same build inputs")
+        return layout, digest, "local"
+
+    def _staged_candidate(self, ctx: Context, access: Access, tag: str, platform: str | None,
+                          builder: local.Builder) -> Descriptor | None:
+        """The candidate of these inputs in staging (then the running build is stopped), or None."""
         reg, repo = staging_target(ctx)
-        client = access.client(reg)
-        existing = client.manifest_head(repo, tag)
+        existing = access.client(reg).manifest_head(repo, tag)
         if existing is None or (platform is None and existing.media_type not in INDEX_TYPES):
             return None
+        builder.cancel()
+        return existing
+
+    def _fetch_candidate(self, ctx: Context, access: Access, layout_dir: Path, tag: str, platform: str | None,
+                         existing: Descriptor) -> tuple[Layout, str, str]:
+        """The staging candidate, fetched into the local layout of these inputs."""
+        reg, repo = staging_target(ctx)
+        client = access.client(reg)
+        shutil.rmtree(layout_dir, ignore_errors=True)       # a build that finished first gives way to it
         layout = Layout.create(layout_dir.with_name(layout_dir.name + ".partial"))
         transfer.pull(client, repo, existing.digest, layout, concurrency=ctx.config.copy_.concurrency)
         body, media = layout.manifest(existing.digest)
         layout.set_root(platform_descriptor(layout, existing.digest) if platform else
                         _descriptor(media, existing.digest, body))
         layout = local.finish_layout(layout, layout_dir)
-        logger.info("build.reused", candidate=f"{reg.host}/{repo}:{tag}", digest=existing.digest,
-                    reason="staging has an image with the same build inputs (fetched into a local layout)")
+        log.get(stage=self.name).info("build.reused", candidate=f"{reg.host}/{repo}:{tag}", digest=existing.digest,
+                                      reason="staging has an image with the same build inputs (fetched into a"
+                                             " local layout)")
         return layout, existing.digest, "staging"
 
     def _merge_split(self, ctx: Context, access: Access, key: str, tag: str, base: base_images.BaseImage | None,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +87,10 @@ def prune_layouts(root: Path, *, keep: int, current: Path) -> None:
 # --------------------------------------------------------------------------- the builder
 
 
+class BuildCancelled(ToolError):
+    """The build was stopped on purpose (:meth:`Builder.cancel`): staging already has this image."""
+
+
 class Builder:
     """buildx for one release: the builder checked once, each call writing a local layout."""
 
@@ -94,6 +100,9 @@ class Builder:
         self.args = args
         self.base = base
         self._builder_facts: buildx.BuilderFacts | None = None
+        self._lock = threading.Lock()
+        self._running: subprocess.Popen[str] | None = None
+        self.cancelled = False
         self.logger = log.get(stage="build")
 
     # -- the builder and what it can do
@@ -182,19 +191,43 @@ class Builder:
         self.logger.info("build.finished", platforms=",".join(platforms), digest=digest, layout=str(dest))
         return layout, digest
 
+    def cancel(self) -> None:
+        """Stop the build (from another thread): the running buildx is killed, no further one starts, and
+        :meth:`build` raises :class:`BuildCancelled`."""
+        with self._lock:
+            self.cancelled = True
+            if self._running is not None and self._running.poll() is None:
+                self._running.kill()
+
+    def _started(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._running = process
+            if self.cancelled:
+                process.kill()
+
     def _run(self, spec: buildx.BuildSpec) -> dict[str, object]:
         """One buildx call; a failure that names the cache is retried once without the cache."""
         timeout = self.ctx.config.build.timeout_seconds
         env = self.access.tool_env()
         try:
-            return buildx.run_build(spec, env=env, on_line=self.ctx.progress, timeout=timeout)
+            return self._buildx(spec, env, timeout)
         except ToolError as exc:
             if not spec.cache_from or not buildx.cache_failure(exc.stderr or str(exc)):
                 raise
             self.logger.warning("cache.import_failed", error=str(exc)[:300],
                                 note="the build cache could not be read; building again without it")
             plain = buildx.BuildSpec(**{**spec.__dict__, "cache_from": (), "cache_to": ()})
-            return buildx.run_build(plain, env=env, on_line=self.ctx.progress, timeout=timeout)
+            return self._buildx(plain, env, timeout)
+
+    def _buildx(self, spec: buildx.BuildSpec, env: dict[str, str], timeout: float) -> dict[str, object]:
+        if self.cancelled:
+            raise BuildCancelled("build: cancelled")
+        try:
+            return buildx.run_build(spec, env=env, on_line=self.ctx.progress, timeout=timeout, on_start=self._started)
+        except ToolError:
+            if self.cancelled:
+                raise BuildCancelled("build: cancelled") from None
+            raise
 
     def _build_to_layout(self, platforms: tuple[str, ...], staging: Path) -> Layout:
         out = staging / "layout"

@@ -90,8 +90,8 @@ def _block(value: str, indent: int) -> list[str] | None:
     if "\n" not in value or not _printable(value.replace("\n", "")) or "\r" in value:
         return None
     body = value[:-1] if value.endswith("\n") else value
-    if body.endswith("\n") or any(ln != ln.rstrip(" \t") for ln in body.split("\n")):
-        return None  # trailing blank lines or trailing spaces would not survive a reader's folding
+    if not body or body.endswith("\n") or any(ln != ln.rstrip(" \t") for ln in body.split("\n")):
+        return None  # an empty block reads as "", and trailing blank lines or spaces would not survive folding
     header = "|" if value.endswith("\n") else "|-"
     if body.startswith((" ", "\t")) or body.startswith("\n"):
         return None

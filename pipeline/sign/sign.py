@@ -20,7 +20,8 @@ The SBOM is made once per platform from the local layout (Trivy CycloneDX, no ne
 **Idempotent:** before signing, :func:`pipeline.sign.attachments.listing` reads what the registry
 holds for the digest; when something of that kind is there, cosign verifies it with our key
 (:func:`pipeline.sign.attachments.decide`). A re-release adds nothing. Two releases on one machine
-take a machine-wide lock per registry, repository and digest, so they never both sign it; across
+take a machine-wide lock on the released digest, so they never both sign it (the second finds it
+signed); across
 machines the registry is the only shared state, so at worst a second signature by the same key
 appears, never a broken one.
 
@@ -195,7 +196,8 @@ class Sign:
 
             items: list[Signed] = []
             errors: list[tuple[str, PipelineError]] = []
-            with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            # one release at a time signs this digest on this machine: the second waits, then finds it all
+            with exclusive("sign", build.digest), ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
                 futures = {reg.name: pool.submit(one, reg, repo) for reg, repo in targets}
                 for name, future in futures.items():
                     try:
@@ -266,17 +268,16 @@ class _Job:
         what = "signature" if kind == SIGNATURE else f"{kind} attestation"
         where = f"{self.reg.name}: {ref}" + (f" ({platform})" if platform else "")
         logger = log.get(stage="sign", registry=self.reg.name)
-        with exclusive("sign", self.reg.host, self.repo, subject.digest):
-            found = listing(self.client, self.repo, subject.digest)
-            decision = decide(found, kind)
-            if decision == "check":
-                decision = decide(found, kind, self.ours(subject, kind, f"verify the {what} of {where}").ok)
-            if decision == "skip":
-                logger.info(f"{'signature' if kind == SIGNATURE else 'attestation'}.present", ref=ref, kind=kind,
-                            platform=platform, count=found.count(kind))
-                return Signed(self.reg.name, ref, kind, platform, "present")
-            with tempfile.TemporaryDirectory(prefix="sign-", dir=self.work) as tmp:
-                self._make_and_write(subject, ref, kind, predicate, Path(tmp), where)
+        found = listing(self.client, self.repo, subject.digest)
+        decision = decide(found, kind)
+        if decision == "check":
+            decision = decide(found, kind, self.ours(subject, kind, f"verify the {what} of {where}").ok)
+        if decision == "skip":
+            logger.info(f"{'signature' if kind == SIGNATURE else 'attestation'}.present", ref=ref, kind=kind,
+                        platform=platform, count=found.count(kind))
+            return Signed(self.reg.name, ref, kind, platform, "present")
+        with tempfile.TemporaryDirectory(prefix="sign-", dir=self.work) as tmp:
+            self._make_and_write(subject, ref, kind, predicate, Path(tmp), where)
         check = self.ours(subject, kind, f"verify the {what} of {where}")
         if not check.ok:
             raise InfraError(f"{where}: the {what} was written but does not verify with the configured public"

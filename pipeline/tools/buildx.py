@@ -251,21 +251,34 @@ def plugin_path(env: Mapping[str, str] | None = None) -> str | None:
 
 def direct(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """``docker buildx …`` run as the buildx plugin itself (standalone mode, which buildx supports): the
-    docker CLI would first ask every installed plugin for its metadata, 50 ms per call."""
+    docker CLI would first ask every installed plugin for its metadata, 50 ms per call. Not when
+    ``docker`` is a wrapper script (podman's shim, a site's own wrapper): then it decides."""
     argv = list(argv)
-    if argv[:2] == ["docker", "buildx"] and (plugin := plugin_path(env)):
+    if argv[:2] == ["docker", "buildx"] and not _docker_is_a_script() and (plugin := plugin_path(env)):
         return [plugin, *argv[2:]]
     return argv
 
 
+def _docker_is_a_script() -> bool:
+    found = proc.which("docker")
+    if found is None:
+        return False
+    try:
+        with open(found, "rb") as fh:
+            return fh.read(2) == b"#!"
+    except OSError:
+        return True
+
+
 def run_build(spec: BuildSpec, *, env: Mapping[str, str] | None = None, on_line: Callable[[str], None] | None = None,
-              timeout: float = 3600) -> dict[str, Any]:
+              timeout: float = 3600, on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run the build; return the parsed ``--metadata-file`` (``containerimage.digest`` etc.)."""
     with tempfile.TemporaryDirectory(prefix="pipeline-build-") as tmp:
         meta = Path(tmp) / "metadata.json"
         spec = BuildSpec(**{**spec.__dict__, "metadata_file": str(meta)})
         try:
-            proc.stream(direct(build_argv(spec), env), env=env, on_line=on_line, timeout=timeout, what="build")
+            proc.stream(direct(build_argv(spec), env), env=env, on_line=on_line, timeout=timeout, what="build",
+                        on_start=on_start)
         except ToolError as exc:
             if exc.returncode is None:
                 raise

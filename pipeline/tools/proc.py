@@ -94,11 +94,13 @@ def stream(
     cwd: str | os.PathLike[str] | None = None,
     what: str | None = None,
     keep: int = 200,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Completed:
     """Run ``argv`` with stdout+stderr merged and forwarded line by line (live progress).
 
     The last ``keep`` lines are kept (scrubbed) for the error message and the
-    result. Raises :class:`ToolError` on a non-zero exit or timeout.
+    result. Raises :class:`ToolError` on a non-zero exit or timeout. ``on_start`` gets the
+    process once it runs (so that another thread can stop it).
     """
     import collections
     import threading
@@ -121,6 +123,8 @@ def stream(
     timer = threading.Timer(timeout, p.kill) if timeout else None
     if timer:
         timer.start()
+    if on_start:
+        on_start(p)
     try:
         assert p.stdout is not None
         for raw in p.stdout:

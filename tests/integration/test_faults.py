@@ -49,6 +49,9 @@ def test_releases_succeed_at_10_percent_faults_on_every_registry(rig):
     FIGURES["random"] = figures
     print(f"\nfault releases: {json.dumps(figures)}")
     assert sum(figures["faults"].values()) > 0 and figures["faults"].keys() >= {"429", "503", "reset"}
+    writers = {r.agent for p in rig.proxies.values() for r in p.records() if r.method in ("PUT", "PATCH", "POST",
+                                                                                          "DELETE")}
+    assert writers == {"pipeline"}, f"something else wrote to a registry: {writers}"   # BuildKit, cosign: none
     reset(rig.proxies)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from pipeline.build.key import build_key, dockerfile_arg_default
+from pipeline.tools import buildx
 from pipeline.tools.buildx import BuildSpec, build_argv, summarize_failure, unsupported_platforms
 from pipeline.tools.registry import index_platforms, platform_name
 
@@ -95,3 +99,44 @@ def test_index_platforms_leave_attestations_out():
     ]}
     assert index_platforms(index) == {"linux/amd64": "sha256:a", "linux/arm64/v8": "sha256:b"}
     assert platform_name(index["manifests"][2]["platform"]) is None   # the attestation names no platform
+
+
+# --------------------------------------------------------------------------- the plugin the docker CLI would run
+
+
+def _plugin(directory, executable=True):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "docker-buildx"
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755 if executable else 0o644)
+    return str(path)
+
+
+def test_buildx_runs_as_the_plugin_the_docker_cli_would_pick(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    monkeypatch.setattr(buildx, "SYSTEM_PLUGIN_DIRS", (str(system),))
+    config = tmp_path / "docker"
+    config.mkdir()
+    env = {"DOCKER_CONFIG": str(config)}
+    client = tmp_path / "client" / "docker"                       # a docker CLI binary (not a script)
+    client.parent.mkdir()
+    client.write_bytes(b"\x7fELF\x02\x01")
+    client.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{client.parent}:{os.environ['PATH']}")
+    assert buildx.direct(["docker", "buildx", "inspect"], env) == ["docker", "buildx", "inspect"]   # none: docker
+    sys_plugin = _plugin(system)
+    assert buildx.direct(["docker", "buildx", "build", "."], env) == [sys_plugin, "build", "."]
+    user_plugin = _plugin(config / "cli-plugins")                 # $DOCKER_CONFIG/cli-plugins before system dirs
+    assert buildx.direct(["docker", "buildx", "inspect"], env) == [user_plugin, "inspect"]
+    extra = _plugin(tmp_path / "extra")                           # cliPluginsExtraDirs before both
+    (config / "config.json").write_text(json.dumps({"cliPluginsExtraDirs": [str(tmp_path / "extra")]}))
+    assert buildx.direct(["docker", "buildx", "inspect"], env)[0] == extra
+    _plugin(tmp_path / "extra", executable=False)                 # not executable: the docker CLI skips it too
+    assert buildx.direct(["docker", "buildx", "inspect"], env)[0] == user_plugin
+    assert buildx.direct(["docker", "info"], env) == ["docker", "info"]
+    wrapper = tmp_path / "bin" / "docker"                         # docker is a wrapper script: it decides
+    wrapper.parent.mkdir()
+    wrapper.write_text("#!/bin/sh\nexec /usr/bin/docker \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{client.parent}")
+    assert buildx.direct(["docker", "buildx", "inspect"], env) == ["docker", "buildx", "inspect"]

@@ -63,6 +63,7 @@ data = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4)
 @settings(max_examples=400, deadline=None)
 @given(data)
 @example({"A\n": None})          # a trailing newline once slipped through as a plain scalar
+@example(["\n"])                 # a lone newline once became an empty literal block (read back as "")
 @example([{"key": "value\n"}])
 def test_round_trip(value):
     assert yaml.safe_load(yamltext.dump(value)) == value
