@@ -14,12 +14,12 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline import lean
+from pipeline import lazy
 
 if TYPE_CHECKING:
     import structlog
 else:
-    structlog = lean.module("structlog")
+    structlog = lazy("structlog")
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"(pass(word)?|token|secret|private|credential|auth)$|^(authorization)$", re.I)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline import lean, log
+from pipeline import lazy, log
 
 if TYPE_CHECKING:
     import tenacity
 else:
-    tenacity = lean.module("tenacity")
+    tenacity = lazy("tenacity")
 
 
 T = TypeVar("T")

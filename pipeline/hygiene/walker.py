@@ -46,7 +46,8 @@ from pipeline.errors import InfraError
 from pipeline.hygiene import lifecycle
 from pipeline.sign.attachments import SIMPLE_SIGNING, is_attachment_tag, parse_attestation_manifest, parse_referrers
 from pipeline.tools.registry import INDEX_TYPES, NotFound, Registry, RegistryError, index_platforms, platform_name
-from pipeline.tools.vendors import VendorImage, parse_time
+from pipeline.times import parse_time
+from pipeline.tools.vendors import VendorImage
 
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 OLDEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=timezone.utc)  # 1970 epoch, 1980 buildpacks, year-1 cosign

@@ -28,7 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
-from pipeline.tools.git import GitReader, parse_time
+from pipeline.times import parse_time
+from pipeline.tools.git import GitReader
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipeline.times import parse_time
 from pipeline import log
 from pipeline.access.registries import Access
 from pipeline.config import Config, _default_insecure
@@ -157,22 +158,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value or value.startswith("0001-"):
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:   # Go writes nanoseconds; Python takes microseconds
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits):]
-        text = f"{head}.{digits[:6]}{zone}"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def fresh(metadata: Path, now: datetime) -> bool:
     """Trivy's own rule: no download while NextUpdate is ahead or within an hour of the last download."""
     try:
@@ -181,7 +166,7 @@ def fresh(metadata: Path, now: datetime) -> bool:
         return False
     if not isinstance(meta, dict):
         return False
-    next_update, downloaded = _time(meta.get("NextUpdate")), _time(meta.get("DownloadedAt"))
+    next_update, downloaded = parse_time(meta.get("NextUpdate")), parse_time(meta.get("DownloadedAt"))
     if downloaded is None:
         return False
     return (next_update is not None and now < next_update) or now < downloaded + timedelta(hours=1)

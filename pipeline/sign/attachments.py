@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.tools.cosign import PREDICATE_TYPES, SIGN_PREDICATE_TYPE
-from pipeline.tools.registry import NotFound, Registry, RegistryError, copy_manifest_tree, is_digest
+from pipeline.tools.registry import Registry, copy_manifest_tree, is_digest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
@@ -153,15 +153,8 @@ def decide(listing: Listing, kind: str, ours: bool | None = None) -> str:
 
 
 def _get(client: Registry, repo: str, tag: str) -> tuple[bytes, str] | None:
-    try:
-        body, _media, digest = client.manifest_get(repo, tag)
-    except NotFound:
-        return None
-    except RegistryError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return body, digest
+    found = client.manifest_find(repo, tag)
+    return (found[0], found[2]) if found else None
 
 
 def listing(client: Registry, repo: str, digest: str) -> Listing:

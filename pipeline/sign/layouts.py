@@ -28,7 +28,7 @@ from pipeline.sign.attachments import (BUNDLE_PREDICATE, SIGNATURE, attestation_
                                        signature_tag)
 from pipeline.tools import cosign
 from pipeline.tools.oci import INDEX_TYPES, Descriptor, Layout, referenced_descriptors
-from pipeline.tools.registry import NotFound, Registry, RegistryError
+from pipeline.tools.registry import Registry
 
 KIND = "kind"
 IMAGE = "dev.cosignproject.cosign/image"
@@ -51,16 +51,6 @@ class Layouts:
         return self.legacy is None and self.bundles is None
 
 
-def _manifest(client: Registry, repo: str, reference: str) -> tuple[bytes, str, str] | None:
-    try:
-        return client.manifest_get(repo, reference)
-    except NotFound:
-        return None
-    except RegistryError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
 
 def _copy_tree(client: Registry, repo: str, digest: str, body: bytes, layout: Layout) -> None:
     """A small manifest and its blobs (artifacts: configs, payloads, envelopes, bundles) into the layout."""
@@ -70,7 +60,7 @@ def _copy_tree(client: Registry, repo: str, digest: str, body: bytes, layout: La
         if not layout.has(blob.digest):
             layout.put(client.blob_get(repo, blob.digest), blob.digest)
     for child in children:
-        found = _manifest(client, repo, child.digest)
+        found = client.manifest_find(repo, child.digest)
         if found is not None:
             _copy_tree(client, repo, child.digest, found[0], layout)
 
@@ -86,13 +76,13 @@ def referrer_entries(client: Registry, repo: str, digest: str) -> list[dict[str,
     if api is not None:
         data = json.loads(api)
     else:
-        found = _manifest(client, repo, referrers_tag(digest))
+        found = client.manifest_find(repo, referrers_tag(digest))
         data = json.loads(found[0]) if found else {}
     out = []
     for entry in data.get("manifests") or []:
         annotations = dict(entry.get("annotations") or {})
         if BUNDLE_PREDICATE not in annotations:
-            found = _manifest(client, repo, entry["digest"])
+            found = client.manifest_find(repo, entry["digest"])
             if found is None:
                 continue
             manifest = json.loads(found[0])
@@ -109,7 +99,7 @@ def fetch(client: Registry, repo: str, subject: Descriptor, subject_body: bytes,
     legacy_dir = bundles_dir = None
     legacy_count = bundle_count = 0
     tag = signature_tag(subject.digest) if kind == SIGNATURE else attestation_tag(subject.digest)
-    found = _manifest(client, repo, tag)
+    found = client.manifest_find(repo, tag)
     if found is not None:
         body, _, digest = found
         layers = json.loads(body).get("layers") or []
@@ -133,7 +123,7 @@ def fetch(client: Registry, repo: str, subject: Descriptor, subject_body: bytes,
         layout = Layout.create(dest / "bundles")
         layout.put(subject_body, subject.digest)
         for entry in wanted:
-            got = _manifest(client, repo, entry["digest"])
+            got = client.manifest_find(repo, entry["digest"])
             if got is not None:
                 _copy_tree(client, repo, entry["digest"], got[0], layout)
                 bundle_count += 1

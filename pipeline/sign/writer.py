@@ -26,7 +26,7 @@ from typing import Any
 from pipeline.sign.attachments import (BUNDLE_PREDICATE, DSSE, SIMPLE_SIGNING, attestation_tag, referrers_tag,
                                        signature_tag)
 from pipeline.tools.oci import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, digest_of
-from pipeline.tools.registry import NotFound, Registry, RegistryError
+from pipeline.tools.registry import Registry
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 EMPTY_JSON = b"{}"
@@ -87,15 +87,8 @@ def bundle_predicate_type(bundle: bytes) -> str:
 
 
 def _get(client: Registry, repo: str, reference: str) -> dict[str, Any] | None:
-    try:
-        body, _, _ = client.manifest_get(repo, reference)
-    except NotFound:
-        return None
-    except RegistryError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    data = json.loads(body)
+    found = client.manifest_find(repo, reference)
+    data = json.loads(found[0]) if found else None
     return data if isinstance(data, dict) else None
 
 

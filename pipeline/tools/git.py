@@ -14,11 +14,12 @@ reach a log line, a label or a report.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.times import parse_time
 from pipeline.errors import ToolError
 from pipeline.tools import proc
 
@@ -186,17 +187,6 @@ def split_decorations(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.strip().split(",") if part.strip())
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """Parse an ISO 8601 time; a time without offset is taken as UTC; junk → ``None``."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def strip_credentials(url: str) -> str:
     """Drop ``user:password@`` from a URL with a scheme; scp-like ``git@host:o/r`` is kept.
 
@@ -213,4 +203,4 @@ def strip_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-__all__ = ["GitReader", "Git", "GIT_TIMEOUT", "parse_time", "split_decorations", "strip_credentials"]
+__all__ = ["GitReader", "Git", "GIT_TIMEOUT", "split_decorations", "strip_credentials"]

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipeline import lean
+from pipeline import lazy
 from pipeline.errors import ToolError
 
 if TYPE_CHECKING:
     import httpx
 else:
-    httpx = lean.module("httpx")
+    httpx = lazy("httpx")
 
 
 def listening(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pipeline import lean, log, retry
+from pipeline import lazy, log, retry
 from pipeline.errors import InfraError, ToolError
 from pipeline.tools import proc
 from pipeline.tools.oci import (  # noqa: F401 - the OCI vocabulary, importable from here too
@@ -41,7 +41,7 @@ from pipeline.tools.oci import (  # noqa: F401 - the OCI vocabulary, importable 
 if TYPE_CHECKING:
     import httpx
 else:
-    httpx = lean.module("httpx")
+    httpx = lazy("httpx")
 
 ACCEPT = ", ".join(MANIFEST_TYPES)
 CHUNK = 1 << 20
@@ -674,6 +674,17 @@ class Registry:
         """(body, media type, digest). The digest is computed from the bytes: it must equal the
         reference when that is a digest, and ``Docker-Content-Digest`` when the registry sends it."""
         return self._retrying(self._manifest_get, repo, reference)
+
+    def manifest_find(self, repo: str, reference: str) -> tuple[bytes, str, str] | None:
+        """:meth:`manifest_get`, or None when the registry has no such manifest (404, ``MANIFEST_UNKNOWN``)."""
+        try:
+            return self.manifest_get(repo, reference)
+        except NotFound:
+            return None
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def manifest_put(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         """Put a manifest under a tag or its digest; returns the digest (checked against the registry's)."""

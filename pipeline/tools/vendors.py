@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pipeline import lean, log, retry
+from pipeline import lazy, log, retry
 from pipeline.errors import InfraError
+from pipeline.times import parse_time
 from pipeline.tools import proc
 from pipeline.tools.ecr import EcrClient, EcrError, aws_env, have_boto3
 from pipeline.tools.registry import Credentials, NotFound, Registry, RegistryError
@@ -35,7 +36,7 @@ from pipeline.tools.registry import Credentials, NotFound, Registry, RegistryErr
 if TYPE_CHECKING:
     import httpx
 else:
-    httpx = lean.module("httpx")
+    httpx = lazy("httpx")
 
 
 GITHUB_API = "https://api.github.com"
@@ -59,29 +60,6 @@ class VendorImage:
     pushed_at: datetime | None
     tags: tuple[str, ...] = ()
     version_id: str | None = None        # GHCR package version id
-
-
-def parse_time(value: Any) -> datetime | None:
-    """RFC 3339 text (any fraction length, ``Z``) or epoch seconds → aware UTC datetime; None if unusable."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), timezone.utc)
-    text = str(value).strip()
-    if text.replace(".", "", 1).isdigit():
-        return datetime.fromtimestamp(float(text), timezone.utc)
-    text = text.replace("Z", "+00:00").replace("z", "+00:00")
-    if "." in text:  # Go writes nanoseconds; Python reads at most microseconds
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{(digits + '000000')[:6]}{rest[len(digits):]}"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def host_kind(host: str, auth: str = "docker") -> str:

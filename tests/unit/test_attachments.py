@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sign import attachments as a
-from pipeline.tools.registry import NotFound
+from pipeline.tools.registry import NotFound, Registry
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cosign"
 DIGEST = "sha256:8887234bb15d6c25326ec220832d371a35a269bc61e54099c614336600530e1b"
@@ -97,6 +97,8 @@ class FakeRegistry:
 
     def manifest_head(self, repo, ref):
         return object() if ref in self.manifests else None
+
+    manifest_find = Registry.manifest_find      # the real "None when absent", over this fake's manifest_get
 
     def manifest_put(self, repo, ref, body, media):
         self.manifests[ref] = body

@@ -1,4 +1,4 @@
-"""pipeline.lean: slow dependencies load on first use, without the optional extras they would pull in."""
+"""pipeline.lazy: slow dependencies load on first use, without the optional extras they would pull in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pipeline import lean
+from pipeline import lazy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,8 @@ def test_plan_imports_none_of_the_slow_dependencies():
 def test_a_stand_in_imports_on_first_use_without_the_hidden_extras():
     out = _python("""
         import sys
-        from pipeline import lean
-        httpx = lean.module("httpx")
+        from pipeline import lazy
+        httpx = lazy("httpx")
         before = "httpx" in sys.modules
         client = httpx.Client          # first use
         print(before, "httpx" in sys.modules, "httpx._main" in sys.modules, "click" in sys.modules)
@@ -43,8 +43,8 @@ def test_a_stand_in_imports_on_first_use_without_the_hidden_extras():
 
 
 def test_the_stand_in_gives_the_real_module_attributes():
-    tenacity = lean.module("tenacity")
+    tenacity = lazy("tenacity")
     import tenacity as real
 
     assert tenacity.Retrying is real.Retrying
-    assert lean.module("tenacity") is tenacity
+    assert lazy("tenacity") is tenacity
