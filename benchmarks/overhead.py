@@ -22,13 +22,10 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, env, median, registries, stage_seconds, timed, tool, write_config
-
-DOCKERFILE = "FROM scratch\nARG TARGETARCH\nCOPY app-${TARGETARCH}.txt /app.txt\nCOPY version.txt /version.txt\n"
-TAGS = ("1.2", "1", "latest")
+from common import (RAW_TAGS, ROOT, env, median, raw_release, registries, stage_seconds, timed, tiny_context, tool,
+                    write_config)
 
 
 def main() -> None:
@@ -38,11 +35,7 @@ def main() -> None:
     crane = tool("crane")
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_s:
         tmp = Path(tmp_s)
-        ctx, dist = tmp / "ctx", tmp / "dist"
-        ctx.mkdir()
-        (ctx / "Dockerfile").write_text(DOCKERFILE)
-        for arch in ("amd64", "arm64"):
-            (ctx / f"app-{arch}.txt").write_text(f"app for {arch}\n")
+        ctx, dist = tiny_context(tmp / "ctx"), tmp / "dist"
         with registries(("x", "y"), tmp / "registries") as regs:
             hosts = {n: r.host for n, r in regs.items()}
             cfg = write_config(tmp / "pipeline.toml", name="app", context=ctx, release=hosts, dist=dist)
@@ -63,18 +56,7 @@ def main() -> None:
             def raw() -> float:
                 n = next(runs)
                 (ctx / "version.txt").write_text(f"raw {n}\n")
-                version, environ = f"1.2.{n}", env(f"1.2.{n}")
-                x, y = f"{hosts['x']}/app", f"{hosts['y']}/app"
-                start = time.perf_counter()
-                timed(["docker", "buildx", "build", "--platform", "linux/amd64,linux/arm64", "--provenance=false",
-                       "--output", "type=image,push=true,oci-mediatypes=true", "-t", f"{x}:{version}",
-                       "-f", str(ctx / "Dockerfile"), str(ctx)], environ, tmp, what="buildx build --push")
-                timed([crane, "copy", "--insecure", f"{x}:{version}", f"{y}:{version}"], environ, tmp,
-                      what="crane copy")
-                for image in (x, y):
-                    for tag in TAGS:
-                        timed([crane, "tag", "--insecure", f"{image}:{version}", tag], environ, tmp, what="crane tag")
-                return time.perf_counter() - start
+                return raw_release(crane, hosts, ctx, f"1.2.{n}", tmp)
 
             ours(), raw()                                        # warm the builder and the page cache
             stages.clear()
@@ -92,7 +74,7 @@ def main() -> None:
     extra = round(median(pipeline_s) - median(raw_s), 3)
     print(json.dumps({
         "benchmark": "release_overhead_tiny_image",
-        "image": "2 platforms, FROM scratch, two small files", "registries": 2, "tags": 1 + len(TAGS),
+        "image": "2 platforms, FROM scratch, two small files", "registries": 2, "tags": 1 + len(RAW_TAGS),
         "pairs": args.pairs,
         "pipeline_median_s": median(pipeline_s), "pipeline_runs_s": [round(v, 3) for v in pipeline_s],
         "pipeline_outside_stages_median_s": median(outside_s),

@@ -21,13 +21,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, env, median, registries, stage_seconds, timed, tool, write_config
-
-DOCKERFILE = "FROM scratch\nARG TARGETARCH\nCOPY app-${TARGETARCH}.txt /app.txt\n"
-TAGS = ("1.2", "1", "latest")
+from common import ROOT, env, median, raw_release, registries, stage_seconds, timed, tiny_context, tool, write_config
 
 
 def main() -> None:
@@ -37,11 +33,7 @@ def main() -> None:
     crane = tool("crane")
     with tempfile.TemporaryDirectory(prefix="bench-rerelease-") as tmp_s:
         tmp = Path(tmp_s)
-        ctx, dist = tmp / "ctx", tmp / "dist"
-        ctx.mkdir()
-        (ctx / "Dockerfile").write_text(DOCKERFILE)
-        for arch in ("amd64", "arm64"):
-            (ctx / f"app-{arch}.txt").write_text(f"app for {arch}\n")
+        ctx, dist = tiny_context(tmp / "ctx"), tmp / "dist"
         with registries(("x", "y"), tmp / "registries") as regs:
             hosts = {n: r.host for n, r in regs.items()}
             cfg = write_config(tmp / "pipeline.toml", name="app", context=ctx, release=hosts, dist=dist)
@@ -57,16 +49,7 @@ def main() -> None:
                 return run.seconds, stage_seconds(dist)
 
             def raw() -> float:
-                x, y = f"{hosts['x']}/raw", f"{hosts['y']}/raw"
-                start = time.perf_counter()
-                timed(["docker", "buildx", "build", "--platform", "linux/amd64,linux/arm64", "--provenance=false",
-                       "--output", "type=image,push=true,oci-mediatypes=true", "-t", f"{x}:1.2.3",
-                       "-f", str(ctx / "Dockerfile"), str(ctx)], env(), tmp, what="buildx build --push")
-                timed([crane, "copy", "--insecure", f"{x}:1.2.3", f"{y}:1.2.3"], env(), tmp, what="crane copy")
-                for image in (x, y):
-                    for tag in TAGS:
-                        timed([crane, "tag", "--insecure", f"{image}:1.2.3", tag], env(), tmp, what="crane tag")
-                return time.perf_counter() - start
+                return raw_release(crane, hosts, ctx, "1.2.3", tmp, repository="raw")
 
             raw()                                                   # the raw script's first release
             pipeline_s: list[float] = []
