@@ -240,11 +240,11 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     return EXIT_OK
 
 
-def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, names: tuple[str, ...] | None,
-                **options: Any) -> Context:
+def _run_stages(args: argparse.Namespace, env: Mapping[str, str], out: TextIO,
+                names: tuple[str, ...] | None) -> Context:
     from pipeline.tools import buildx
 
-    ctx = make_context(args, env, **options)
+    ctx = make_context(args, env)
     if "build" not in ctx.options.skip and not ctx.options.from_digests:
         buildx.start_inspection(ctx.shared, ctx.config.build.builder, env)   # overlaps the imports below
 

@@ -26,7 +26,7 @@ _SECRET_KEY = re.compile(r"(pass(word)?|token|secret|private|credential|auth)$|^
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _configured = False
-_pending: tuple[str, TextIO, str] | None = None   # set by configure(), applied by the first get()
+_pending: tuple[str, TextIO, str, object] | None = None   # set by configure(), applied by the first get()
 
 
 def register_secret(value: str | None) -> None:
@@ -74,8 +74,16 @@ def configure(fmt: str = "text", *, stream: TextIO | None = None, level: str = "
     when the first logger is asked for: a command that logs nothing never imports it."""
     global _configured, _pending
     with _lock:
-        _pending = (fmt, stream or sys.stderr, level)
+        _pending = (fmt, stream or sys.stderr, level, _current_processors())
         _configured = True
+
+
+def _current_processors() -> object:
+    """structlog's processor list as it is now (None when structlog is not imported or not configured)."""
+    loaded = sys.modules.get("structlog")
+    if loaded is None or not loaded.is_configured():
+        return None
+    return loaded.get_config().get("processors")
 
 
 def _apply(fmt: str, stream: TextIO, level: str) -> None:
@@ -105,7 +113,9 @@ def get(name: str | None = None, **fields: Any) -> Any:
     if _pending is not None:
         with _lock:
             if _pending is not None:
-                _apply(*_pending)
+                fmt, stream, level, seen = _pending
+                if _current_processors() is seen:      # else someone configured structlog after us: theirs wins
+                    _apply(fmt, stream, level)
                 _pending = None
     log = structlog.get_logger(name) if name else structlog.get_logger()
     return log.bind(**fields) if fields else log

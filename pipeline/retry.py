@@ -56,11 +56,26 @@ def _retry_after(state: tenacity.RetryCallState, policy: RetryPolicy) -> float |
     return None if value is None else min(float(value), policy.max_retry_after_seconds)
 
 
-def _stop(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], bool]:
+class _Budget:
+    """What is left of ``budget_seconds``, counted from the end of the first failed attempt: a transfer that
+    ran for minutes before it broke still gets the whole budget to resume or restart."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.first_failure: float | None = None
+
+    def left(self, state: tenacity.RetryCallState) -> float:
+        now = state.outcome_timestamp if state.outcome_timestamp is not None else state.start_time
+        if self.first_failure is None:
+            self.first_failure = now
+        return self.policy.budget_seconds - (now - self.first_failure)
+
+
+def _stop(policy: RetryPolicy, budget: _Budget) -> Callable[[tenacity.RetryCallState], bool]:
     def stop(state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= policy.attempts:
             return True
-        left = policy.budget_seconds - (state.seconds_since_start or 0.0)
+        left = budget.left(state)
         if left <= 0:
             return True
         retry_after = _retry_after(state, policy)
@@ -69,11 +84,11 @@ def _stop(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], bool]:
     return stop
 
 
-def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+def _wait(policy: RetryPolicy, budget: _Budget) -> Callable[[tenacity.RetryCallState], float]:
     backoff = tenacity.wait_random_exponential(multiplier=policy.initial_seconds, max=policy.max_seconds)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        left = max(0.0, policy.budget_seconds - (state.seconds_since_start or 0.0))
+        left = max(0.0, budget.left(state))
         retry_after = _retry_after(state, policy)
         return min(retry_after if retry_after is not None else backoff(state), left)
 
@@ -98,9 +113,10 @@ def call(policy: RetryPolicy, fn: Callable[..., T], *args: Any,
     The error that ends the retries carries ``attempts_made`` (how many tries it took),
     so the caller's "gave up after N attempts" is true when the budget stopped it early.
     """
+    budget = _Budget(policy)
     retrying = tenacity.Retrying(
-        stop=_stop(policy),
-        wait=_wait(policy),
+        stop=_stop(policy, budget),
+        wait=_wait(policy, budget),
         retry=tenacity.retry_if_exception(retry_on),
         before_sleep=_log_retry(policy),
         reraise=True,

@@ -3,8 +3,9 @@
 Credentials come from the source each ``[[registries]]`` entry names: the
 docker config and its credential helpers (default), environment variables
 (``env``; ``ghcr`` and ``dockerhub`` are env with well-known default names), or
-ECR (a 12-hour token, refreshed an hour before it expires). Child tools
-(buildx, cosign, trivy) read credentials from a docker config;
+ECR (a 12-hour token, refreshed an hour before it expires). The project's client
+carries every image byte; buildx, the one child tool that still reads a registry
+(its build cache, the base image), reads credentials from a docker config:
 :class:`Access` writes a private one (0700 temp dir) that adds the env/ECR
 credentials to the user's, so secrets never appear on a command line and the
 user's own config is never modified.
@@ -16,6 +17,7 @@ import base64
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -90,6 +92,7 @@ class Access:
         self._tool_dir: Path | None = None
         self._tool_written: dict[str, Credentials | None] = {}
         self._clock = clock
+        self._lock = threading.RLock()     # a run's stages and their threads share one Access
 
     def __enter__(self) -> Access:
         return self
@@ -107,6 +110,10 @@ class Access:
 
     def credentials(self, reg: RegistryConfig) -> Credentials | None:
         """The registry's credentials, resolved once and fetched again before they expire."""
+        with self._lock:
+            return self._credentials(reg)
+
+    def _credentials(self, reg: RegistryConfig) -> Credentials | None:
         if reg.name not in self._creds or needs_refresh(self._creds[reg.name], self._clock()):
             refreshing = reg.name in self._creds
             self._creds[reg.name] = resolve_credentials(reg, self.env, self.policy)
@@ -115,7 +122,11 @@ class Access:
         return self._creds[reg.name]
 
     def client(self, reg: RegistryConfig) -> Registry:
-        creds = self.credentials(reg)
+        with self._lock:
+            return self._client(reg)
+
+    def _client(self, reg: RegistryConfig) -> Registry:
+        creds = self._credentials(reg)
         if reg.name not in self._clients:
             self._clients[reg.name] = Registry(reg.host, name=reg.name, insecure=reg.allow_http,
                                                credentials=creds, policy=self.policy)
@@ -129,8 +140,12 @@ class Access:
 
     def tool_docker_config(self) -> Path:
         """The private docker config dir; rewritten in place when a credential was refreshed."""
+        with self._lock:
+            return self._tool_docker_config()
+
+    def _tool_docker_config(self) -> Path:
         managed = [reg for reg in self.config.registries if reg.auth == "ecr" or reg.credential_env]
-        current = {reg.name: self.credentials(reg) for reg in managed}
+        current = {reg.name: self._credentials(reg) for reg in managed}
         if self._tool_dir and all(current[n] is self._tool_written.get(n) for n in current):
             return self._tool_dir
         user_dir = docker_config_dir(self.env)

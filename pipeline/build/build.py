@@ -2,8 +2,8 @@
 
 BuildKit writes only to a local target (``--output type=oci,dest=DIR,tar=false``), the image
 then lives in ``.pipeline/images/<key>`` and every later stage reads it from there: the scan
-gate scans it before any byte is uploaded, and the copy stage uploads it with the project's own
-registry client. A builder that can only push (the docker driver on the classic image store)
+gate scans it before any byte is uploaded, and the staging and copy stages upload it with the
+project's own registry client. A builder that can only push (the docker driver on the classic image store)
 pushes to a registry the tool runs on loopback for the build, and the image is fetched from
 there into the layout. See :mod:`pipeline.build.local`.
 
@@ -17,7 +17,8 @@ Modes:
 
 A build-input key (context content, Dockerfile, build args, platforms, target, labels,
 annotations) names the layout and the staging candidate tag, so a re-release of unchanged
-inputs reuses the local layout, or fetches the candidate from staging, and skips the build.
+inputs reuses the local layout, or fetches the candidate from staging: staging is asked while
+buildx already builds (a new release waits for nothing), and the build is stopped when it has it.
 """
 
 from __future__ import annotations
@@ -230,10 +231,13 @@ class Build:
                     failure = exc
                 try:
                     candidate = lookup.result()
-                except PipelineError:
-                    if failure is not None:
-                        raise failure from None        # the build's own error says more
-                    raise
+                except PipelineError as exc:
+                    if built is None:
+                        raise (failure or exc) from None   # the build's own error says more
+                    candidate = None                       # built: the staging stage meets the registry next
+                    log.get(stage=self.name).warning("candidate.lookup_failed", error=str(exc)[:300],
+                                                     note="built from source; staging could not say whether it"
+                                                          " holds this image")
             if candidate is not None:
                 found = self._fetch_candidate(ctx, access, layout_dir, tag, platform, candidate)
                 return self._output(ctx, found[0], found[1], key, tag, True, base, found[2])
@@ -261,6 +265,7 @@ class Build:
         if layout is None:
             return None
         digest = layout.root().digest
+        local.touch(layout)
         log.get(stage=self.name).info("build.reused", layout=str(layout_dir), digest=digest,
                                       reason="a local layout has an image with the same build inputs")
         return layout, digest, "local"

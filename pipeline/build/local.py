@@ -64,20 +64,31 @@ def finish_layout(built: Layout, dest: Path) -> Layout:
     return Layout(dest)
 
 
+def touch(layout: Layout) -> None:
+    """Mark a layout as in use (its mtime): :func:`prune_layouts` keeps it then."""
+    try:
+        os.utime(layout.path)
+    except OSError:
+        pass
+
+
 def prune_layouts(root: Path, *, keep: int, current: Path) -> None:
-    """Remove all but the ``keep`` newest layouts (never ``current``) and leftovers of killed builds."""
+    """Remove all but the ``keep`` newest layouts (never ``current``, nor one used in the last hour: another
+    release may be uploading it) and leftovers of killed builds older than an hour."""
     if not root.is_dir():
         return
     entries = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    stale_after = time.time() - 3600
+    recent = time.time() - 3600
     kept = 0
     for p in entries:
         if p.resolve() == current.resolve():
             continue
+        if p.stat().st_mtime >= recent:
+            kept += 1
+            continue
         leftover = p.name.startswith(".") or p.name.endswith((".building", ".partial"))
         if leftover:
-            if p.stat().st_mtime < stale_after:
-                shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(p, ignore_errors=True)
             continue
         kept += 1
         if kept >= keep:

@@ -1,6 +1,6 @@
 """Scan stage, the gate: Trivy on every platform of the local image, before any byte is uploaded.
 
-Between build and copy: each platform manifest of the build's local OCI layout is scanned
+Between build and staging: each platform manifest of the build's local OCI layout is scanned
 from a per-platform view of that layout (an ``index.json`` naming only that manifest, the
 blobs shared: Trivy ``--input`` takes the first manifest of a multi-platform index whatever
 ``--platform`` says), or its scan for the same DB taken from the cache. The vulnerability DB

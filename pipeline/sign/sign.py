@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pipeline import log
 from pipeline.build.build import BuildOutput
@@ -44,6 +44,7 @@ from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
+from pipeline.scan import db as scandb
 from pipeline.sign import keys, layouts, writer
 from pipeline.sign.attachments import SIGNATURE, decide, listing
 from pipeline.stage import exclusive, no_tags_reason
@@ -51,6 +52,9 @@ from pipeline.stages.copy import CopyOutput
 from pipeline.tools import cosign, trivy
 from pipeline.tools.oci import Descriptor, Layout
 from pipeline.tools.registry import Registry
+
+if TYPE_CHECKING:
+    from pipeline.access.registries import Access
 
 SBOM_TYPE = "cyclonedx"
 VULN_TYPE = "vuln"
@@ -99,10 +103,11 @@ def sign_targets(ctx: Context) -> list[tuple[RegistryConfig, str]]:
 class _SBOMs:
     """One SBOM file per platform for the whole stage, made on first need from the local layout (thread-safe)."""
 
-    def __init__(self, ctx: Context, build: BuildOutput, workdir: Path) -> None:
+    def __init__(self, ctx: Context, build: BuildOutput, workdir: Path, access: Access) -> None:
+        self._ctx, self._access = ctx, access
         self._layout = Layout(build.layout)
         self._name = f"{ctx.config.registry(build.registry).host}/{build.repository}"
-        self._cache_dir = ctx.config.scan.cache_dir
+        self._cache_dir = scandb.cache_dir(ctx.config, ctx.env)
         self._dir = workdir
         self._files: dict[str, Path] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -114,7 +119,12 @@ class _SBOMs:
         with lock:
             if platform not in self._files:
                 view = self._layout.view(digest, self._dir / f"view-{platform_key(platform)}")
-                data = trivy.sbom(view.path, cache_dir=self._cache_dir, what=f"{self._name}@{digest}")
+                what = f"{self._name}@{digest}"
+                try:
+                    data = trivy.sbom(view.path, cache_dir=self._cache_dir, what=what)
+                except trivy.JavaDBNeeded:           # JARs: the Java DB from our client, then again
+                    scandb.prepare_java(self._ctx.config, self._ctx.env, self._access)
+                    data = trivy.sbom(view.path, cache_dir=self._cache_dir, what=what)
                 out = self._dir / f"sbom-{platform_key(platform)}.cdx.json"
                 out.write_bytes(data)
                 self._files[platform] = out
@@ -170,11 +180,11 @@ class Sign:
         with keys.temporary_dir() as tmp, ctx.registry_access() as access:
             work = Path(tmp)
             signer = keys.signer(cfg.sign, ctx.env, cosign.Cosign())
-            runner = cosign.Cosign(dict(signer.env))      # no registry credentials: cosign asks no registry
+            runner = cosign.Cosign(dict(signer.env))      # we add no registry credentials: cosign asks no registry
             verifying = keys.verifier(cfg.sign, ctx.env, major, work, runner=runner)
             if cfg.sign.public_key:
                 self._check_pair(cfg.sign.public_key, signer, runner, work)
-            sboms = _SBOMs(ctx, build, work)
+            sboms = _SBOMs(ctx, build, work, access)
             signing = cosign.Signing(major, signer.key, cfg.sign.tlog_upload)
 
             def one(reg: RegistryConfig, repo: str) -> list[Signed]:

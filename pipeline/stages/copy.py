@@ -46,8 +46,8 @@ def skip_reason(ctx: Context) -> str | None:
 
 class Copy:
     name: ClassVar[str] = "copy"
-    description: ClassVar[str] = ("Upload the image by digest from the local layout to staging and every release"
-                                  " registry, in parallel, with the project's registry client.")
+    description: ClassVar[str] = ("Upload the image by digest from the local layout to every release registry, in"
+                                  " parallel, with the project's registry client.")
     tools: ClassVar[tuple[str, ...]] = ()
 
     def skip_reason(self, ctx: Context) -> str | None:

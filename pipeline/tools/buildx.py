@@ -11,8 +11,9 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,8 +120,7 @@ def multi_platform_reason(driver: str, engine: EngineInfo | None) -> tuple[bool,
 
 
 def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = None) -> BuilderInfo:
-    """Name, driver and platforms of a buildx builder: one ``docker buildx inspect`` (python-on-whales'
-    inspect also runs ``buildx ls`` and costs a 0.2 s import; its parse is no better than ours)."""
+    """Name, driver and platforms of a buildx builder: one ``docker buildx inspect``."""
     if proc.which("docker") is None:
         raise ToolError("build: the docker client is not installed; run 'pipeline doctor --install'", tool="docker")
     argv = ["docker", "buildx", "inspect", *([builder] if builder else [])]
@@ -158,32 +158,44 @@ BUILDER_FACTS = "buildx.builder_facts"   # the key in a release's ``ctx.shared``
 
 def start_inspection(shared: dict[str, Any], builder: str | None,
                      env: Mapping[str, str]) -> Future[BuilderFacts]:
-    """Inspect the builder and the engine in the background, at once, with the docker client's own
-    variables only (no registry credential reaches them); the future goes in ``shared`` (a release's ``ctx.shared``). The CLI
-    starts it before it imports the stages, so the 0.15 s it takes overlaps the start-up."""
+    """Inspect the builder and the engine in the background, at once, adding only the docker client's own
+    variables (not the release's private docker config); the future goes in ``shared`` (a release's
+    ``ctx.shared``). The CLI starts it before it imports the stages, so the 0.15 s overlaps the start-up."""
     future = inspect_in_background(builder, {k: v for k, v in env.items() if k in CLIENT_ENV})
     shared[BUILDER_FACTS] = future
     return future
 
 
 def inspect_in_background(builder: str | None, env: Mapping[str, str] | None = None) -> Future[BuilderFacts]:
-    """``buildx inspect`` and ``docker info`` at once, in threads; the future gives both."""
+    """``buildx inspect`` and ``docker info`` at once, in daemon threads (a release that needs no build, or
+    ends early, does not wait for them at exit); the future gives both."""
     from pipeline.tools.docker import engine_info
 
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inspect")
-    engine = pool.submit(engine_info)
-    info = pool.submit(inspect_builder, builder, env)
+    engine: Future[EngineInfo | None] = _in_daemon(engine_info)
+    facts: Future[BuilderFacts] = Future()
 
     def both() -> BuilderFacts:
         try:
-            found = info.result()
+            found = inspect_builder(builder, env)
         except ToolError as exc:
             return BuilderFacts(None, engine.result(), exc)
         return BuilderFacts(found, engine.result())
 
-    facts = pool.submit(both)
-    pool.shutdown(wait=False)
+    _in_daemon(both, facts)
     return facts
+
+
+def _in_daemon(fn: Callable[[], Any], future: Future[Any] | None = None) -> Future[Any]:
+    future = future if future is not None else Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:   # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="inspect", daemon=True).start()
+    return future
 
 
 def exports_oci(driver: str, engine: EngineInfo | None) -> bool:
@@ -199,9 +211,12 @@ _CACHE_HINTS = ("buildcache", "cache manifest", "cache importer", "importing cac
 
 
 def cache_failure(output: str) -> bool:
-    """Does a failed build's output point at the build cache (so that building without it may pass)?"""
-    text = output.lower()
-    return any(h in text for h in _CACHE_HINTS)
+    """Does a failed build's error point at the build cache (so that building without it may pass)? Only
+    the error buildx ends with counts: the log of every build with ``--cache-from`` says "importing cache
+    manifest", and "failed to compute cache key" is a COPY of a missing file."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip().startswith("ERROR")]
+    final = (lines[-1] if lines else "").lower()
+    return any(h in final for h in _CACHE_HINTS)
 
 
 def unsupported_platforms(wanted: Sequence[str], supported: Sequence[str]) -> list[str]:

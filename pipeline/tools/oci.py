@@ -16,10 +16,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from pipeline.errors import InfraError
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,8 +45,8 @@ class Descriptor:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
-class LayoutError(Exception):
-    """A layout on disk is missing something or does not match its digests."""
+class LayoutError(InfraError):
+    """A layout on disk is missing something or does not match its digests (exit 3, named)."""
 
 
 def is_digest(reference: str) -> bool:
@@ -158,7 +160,10 @@ class Layout:
         return self.blob_path(digest).is_file()
 
     def size(self, digest: str) -> int:
-        return self.blob_path(digest).stat().st_size
+        try:
+            return self.blob_path(digest).stat().st_size
+        except OSError as exc:
+            raise LayoutError(f"{self.path}: blob {digest}: {exc.strerror}") from None
 
     def read(self, digest: str) -> bytes:
         """A blob's bytes (manifests, configs: small), checked against its digest."""
@@ -166,6 +171,8 @@ class Layout:
             data = self.blob_path(digest).read_bytes()
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: no blob {digest}") from None
+        except OSError as exc:
+            raise LayoutError(f"{self.path}: blob {digest}: {exc.strerror}") from None
         if not matches_digest(data, digest):
             raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
         return data
@@ -175,6 +182,8 @@ class Layout:
             return open(self.blob_path(digest), "rb")
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: no blob {digest}") from None
+        except OSError as exc:
+            raise LayoutError(f"{self.path}: blob {digest}: {exc.strerror}") from None
 
     def chunks(self, digest: str, offset: int = 0, length: int | None = None,
                chunk: int = READ_CHUNK) -> Iterator[bytes]:
@@ -199,34 +208,6 @@ class Layout:
         if not path.is_file():
             _atomic_write(path, data)
         return digest
-
-    def put_stream(self, chunks: Iterable[bytes], digest: str, size: int | None = None) -> None:
-        """Store a blob streamed in pieces; its content must hash to ``digest`` (and be ``size`` long)."""
-        path = self.blob_path(digest)
-        if path.is_file():
-            for _ in chunks:
-                pass
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.new(digest.split(":", 1)[0])
-        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=path.parent)
-        count = 0
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for piece in chunks:
-                    hasher.update(piece)
-                    fh.write(piece)
-                    count += len(piece)
-            got = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
-            if got != digest or (size is not None and count != size):
-                raise LayoutError(f"blob {digest}: the content is {count} bytes hashing to {got}")
-            os.replace(tmp, path)
-        except BaseException:
-            with _quiet():
-                os.unlink(tmp)
-            raise
-
-    # ---- index and manifests
 
     def index(self) -> dict[str, Any]:
         try:

@@ -105,7 +105,6 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password='***')"
 
 
-_matches_digest = matches_digest
 
 # --------------------------------------------------------------------------- credentials
 
@@ -650,13 +649,13 @@ class Registry:
             r.close()
         header = r.headers.get("Docker-Content-Digest", "")
         if is_digest(reference):
-            if not _matches_digest(body, reference):
+            if not matches_digest(body, reference):
                 raise RegistryError(self.name, f"manifest {repo}@{reference}: content does not match its digest"
                                     f" (got {digest_of(body)})")
             digest = reference
         else:
             digest = digest_of(body)
-        if header and header != digest and not (is_digest(header) and _matches_digest(body, header)):
+        if header and header != digest and not (is_digest(header) and matches_digest(body, header)):
             raise RegistryError(self.name, f"manifest {repo}:{reference}: the registry says {header} but the content"
                                 f" hashes to {digest}")
         try:
@@ -689,7 +688,7 @@ class Registry:
     def manifest_put(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         """Put a manifest under a tag or its digest; returns the digest (checked against the registry's)."""
         expected = reference if is_digest(reference) else digest_of(body)
-        if not _matches_digest(body, expected):
+        if not matches_digest(body, expected):
             raise RegistryError(self.name, f"PUT manifest {repo}@{reference}: the body hashes to {digest_of(body)}")
 
         def go() -> str:
@@ -743,7 +742,7 @@ class Registry:
                     data = r.read()
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc) from None
-            if not _matches_digest(data, digest):
+            if not matches_digest(data, digest):
                 raise RegistryError(self.name, f"blob {repo}@{digest[:19]}: content does not match its digest")
             return data
         return self._retrying(go)

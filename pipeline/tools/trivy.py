@@ -78,9 +78,10 @@ def scan_argv(layout: str, *, cache_dir: str, output: str, timeout_seconds: int 
 
 def sbom_argv(layout: str, *, output: str, cache_dir: str | None = None, timeout_seconds: int = 900,
               supported: frozenset[str] = frozenset()) -> list[str]:
-    """A CycloneDX SBOM of one platform's local OCI layout (needs no vulnerability DB, no network)."""
-    argv = [TRIVY, "image", "--input", layout, "--format", "cyclonedx", "--output", output, "--offline-scan",
-            "--timeout", f"{timeout_seconds}s", "--no-progress"]
+    """A CycloneDX SBOM of one platform's local OCI layout: no vulnerability DB, no network (the JAR analyzer
+    runs for SBOM formats and reads the Java DB our client put in the cache: never a download by Trivy)."""
+    argv = [TRIVY, "image", "--input", layout, "--format", "cyclonedx", "--output", output, "--skip-db-update",
+            "--skip-java-db-update", "--offline-scan", "--timeout", f"{timeout_seconds}s", "--no-progress"]
     if cache_dir:
         argv += ["--cache-dir", cache_dir]
     return argv + _optional(supported)
@@ -154,17 +155,22 @@ def scan(layout: str | Path, *, cache_dir: str, env: Mapping[str, str] | None = 
         out = tmp / "report.json"
         argv = scan_argv(_named(tmp, layout, what), cache_dir=str(Path(cache_dir).resolve()), output=str(out),
                          timeout_seconds=timeout_seconds, supported=supported_flags(), scanners=scanners)
-        try:
-            proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"trivy scan of {what}")
-        except ToolError as exc:
-            if exc.returncode is not None and "skip-java-db-update" in (exc.stderr or ""):
-                raise JavaDBNeeded(f"trivy scan of {what}: the image needs the Java DB", tool="trivy",
-                                   returncode=exc.returncode, stderr=exc.stderr) from None
-            raise
+        _run(argv, env, tmp, timeout_seconds, f"trivy scan of {what}")
         try:
             return out.read_bytes()
         except OSError:
             raise ToolError(f"trivy scan of {what}: no report was written", tool="trivy") from None
+
+
+def _run(argv: list[str], env: Mapping[str, str] | None, cwd: Path, timeout_seconds: int, what: str) -> None:
+    """One Trivy run; :class:`JavaDBNeeded` when the image holds JARs and the cache has no Java DB yet."""
+    try:
+        proc.run(argv, env=_env(env), cwd=cwd, timeout=timeout_seconds + 60, what=what)
+    except ToolError as exc:
+        if exc.returncode is not None and "skip-java-db-update" in (exc.stderr or ""):
+            raise JavaDBNeeded(f"{what}: the image needs the Java DB", tool="trivy", returncode=exc.returncode,
+                               stderr=exc.stderr) from None
+        raise
 
 
 def cosign_vuln(report_path: str | Path, *, env: Mapping[str, str] | None = None) -> bytes:
@@ -181,13 +187,14 @@ def cosign_vuln(report_path: str | Path, *, env: Mapping[str, str] | None = None
 
 def sbom(layout: str | Path, *, env: Mapping[str, str] | None = None, cache_dir: str | None = None,
          timeout_seconds: int = 900, what: str = "") -> bytes:
-    """A CycloneDX JSON SBOM of a local per-platform layout (``what`` names it). No DB, no network."""
+    """A CycloneDX JSON SBOM of a local per-platform layout (``what`` names it). No DB, no network; raises
+    :class:`JavaDBNeeded` like :func:`scan`."""
     with workdir("pipeline-sbom-") as tmp:
         out = tmp / "sbom.cdx.json"
         argv = sbom_argv(_named(tmp, layout, what), output=str(out),
                          cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None,
                          timeout_seconds=timeout_seconds, supported=supported_flags())
-        proc.run(argv, env=_env(env), cwd=tmp, timeout=timeout_seconds + 60, what=f"SBOM of {what or layout}")
+        _run(argv, env, tmp, timeout_seconds, f"SBOM of {what or layout}")
         try:
             return out.read_bytes()
         except OSError:
@@ -251,23 +258,6 @@ def no_db_message(cache_dir: str, tried: Sequence[tuple[str, str]], skip_update:
             " scan.db_repository with a mirror this machine can reach (copy the DB there with 'pipeline scan"
             " --mirror-db REGISTRY/REPO:2' from a connected machine), or prewarm scan.cache_dir with 'pipeline"
             " scan --download-db'" + ("; scan.skip_db_update = true needs a prewarmed cache" if skip_update else ""))
-
-
-def _short(stderr: str) -> str:
-    """The gist of Trivy's last fatal/error line, without its timestamp and level columns."""
-    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    at = next((i for i in range(len(lines) - 1, -1, -1) if "FATAL" in lines[i]), None)
-    if at is None:
-        at = next((i for i in range(len(lines) - 1, -1, -1) if "error" in lines[i].lower()), len(lines) - 1)
-    if at < 0:
-        return ""
-    parts = [p.strip() for p in lines[at].split("\t") if p.strip()]
-    if len(parts) > 1 and parts[0][:4].isdigit():
-        parts = [p for p in parts[1:] if p not in ("FATAL", "ERROR", "Fatal error")] or parts[-1:]
-    text = " ".join(parts + lines[at + 1:])          # multi-line Go errors ("1 error occurred: * GET …")
-    if "error occurred:" in text:                     # the wrapped chain repeats itself; the cause is last
-        text = text.rsplit("error occurred:", 1)[1].strip().lstrip("* ").strip()
-    return text if len(text) <= 400 else text[:200] + " … " + text[-190:]
 
 
 def db_layer(cache_dir: str) -> bytes:

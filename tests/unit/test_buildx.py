@@ -140,3 +140,30 @@ def test_buildx_runs_as_the_plugin_the_docker_cli_would_pick(tmp_path, monkeypat
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{client.parent}")
     assert buildx.direct(["docker", "buildx", "inspect"], env) == ["docker", "buildx", "inspect"]
+
+
+def test_only_a_build_that_failed_on_its_cache_is_run_again_without_it():
+    log = ("#3 importing cache manifest from 127.0.0.1:5000/app:buildcache\n#3 DONE 0.0s\n"
+           "#7 [2/2] RUN false\n#7 ERROR: process \"/bin/sh -c false\" did not complete successfully: exit code: 1\n")
+    assert not buildx.cache_failure(log + "ERROR: failed to solve: process \"/bin/sh -c false\" did not complete"
+                                          " successfully: exit code: 1\n")
+    assert not buildx.cache_failure("ERROR: failed to solve: failed to compute cache key: \"/app.txt\": not found")
+    assert buildx.cache_failure(log + "ERROR: failed to solve: 127.0.0.1:5000/app:buildcache: unexpected status"
+                                      " from HEAD request: 503 Service Unavailable\n")
+    assert buildx.cache_failure("ERROR: failed to solve: failed to fetch cache manifest: EOF")
+
+
+def test_old_layouts_are_pruned_but_never_one_in_use(tmp_path):
+    import time as _time
+
+    from pipeline.build import local
+
+    root = tmp_path / "images"
+    old = _time.time() - 7200
+    for name in ("a", "b", "c", "d", ".x.building"):
+        (root / name).mkdir(parents=True)
+        os.utime(root / name, (old, old))
+    os.utime(root / "b", (old + 60, old + 60))                    # the newest of the old ones
+    (root / "fresh").mkdir()                                      # used a minute ago by another release
+    local.prune_layouts(root, keep=3, current=root / "a")
+    assert sorted(p.name for p in root.iterdir()) == ["a", "b", "fresh"]

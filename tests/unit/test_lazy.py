@@ -48,3 +48,18 @@ def test_the_stand_in_gives_the_real_module_attributes():
 
     assert tenacity.Retrying is real.Retrying
     assert lazy("tenacity") is tenacity
+
+
+def test_a_logger_set_up_by_someone_after_configure_is_left_alone():
+    """configure() only records; the first logger applies it, unless something (a test's capture_logs, an
+    embedding program) configured structlog since: then theirs wins and events reach it."""
+    out = _python("""
+        import io
+        from pipeline import log
+        from structlog.testing import capture_logs
+        log.configure("json", stream=io.StringIO())
+        with capture_logs() as events:
+            log.get(stage="x").info("thing.happened")
+        print([e["event"] for e in events])
+    """)
+    assert out == "['thing.happened']"

@@ -77,3 +77,23 @@ def test_waits_never_run_past_the_budget(monkeypatch):
     with pytest.raises(Temporary):
         retry.call(policy, fn)
     assert clock["t"] <= 10.0 + 1e-9 and calls["n"] >= 3
+
+
+def test_the_budget_counts_from_the_first_failure_not_from_a_long_first_try(monkeypatch):
+    """A 10-minute upload that breaks still gets the whole budget to resume (a 120 s budget counted from the
+    start would end every retry of a long transfer at once)."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr("time.sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
+    monkeypatch.setattr("time.monotonic", lambda: clock["t"])
+    calls = {"n": 0}
+
+    def long_transfer_then_quick_failures() -> str:
+        calls["n"] += 1
+        clock["t"] += 600.0 if calls["n"] == 1 else 0.0
+        if calls["n"] < 4:
+            raise Temporary()
+        return "resumed"
+
+    policy = RetryPolicy(attempts=10, initial_seconds=1.0, max_seconds=2.0, budget_seconds=120.0)
+    assert retry.call(policy, long_transfer_then_quick_failures) == "resumed"
+    assert calls["n"] == 4

@@ -33,10 +33,11 @@ def test_scan_argv_optional_flags_only_where_this_trivy_has_them():
     assert argv[-1] == "--skip-version-check" and "--disable-telemetry" not in argv
 
 
-def test_sbom_argv_is_cyclonedx_of_a_local_layout_without_db_flags():
+def test_sbom_argv_is_cyclonedx_of_a_local_layout_and_never_downloads_a_db():
+    """The JAR analyzer runs for SBOM formats: without the skip flags Trivy would fetch the Java DB itself."""
     assert trivy.sbom_argv("images/x", output="/o/s.json") == [
         "trivy", "image", "--input", "images/x", "--format", "cyclonedx", "--output", "/o/s.json",
-        "--offline-scan", "--timeout", "900s", "--no-progress"]
+        "--skip-db-update", "--skip-java-db-update", "--offline-scan", "--timeout", "900s", "--no-progress"]
     assert trivy.sbom_argv("v", output="o", cache_dir="/c")[-2:] == ["--cache-dir", "/c"]
 
 
