@@ -35,7 +35,7 @@ from pipeline import log
 from pipeline.build import base as base_images
 from pipeline.build import local
 from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest
-from pipeline.build.merge import merge_layouts, platform_descriptor
+from pipeline.build.merge import merge_layouts
 from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
@@ -288,9 +288,7 @@ class Build:
         shutil.rmtree(layout_dir, ignore_errors=True)       # a build that finished first gives way to it
         layout = Layout.create(layout_dir.with_name(layout_dir.name + ".partial"))
         transfer.pull(client, repo, existing.digest, layout, concurrency=ctx.config.copy_.concurrency)
-        body, media = layout.manifest(existing.digest)
-        layout.set_root(platform_descriptor(layout, existing.digest) if platform else
-                        _descriptor(media, existing.digest, body))
+        layout.set_root(layout.descriptor(existing.digest))
         layout = local.finish_layout(layout, layout_dir)
         log.get(stage=self.name).info("build.reused", candidate=f"{reg.host}/{repo}:{tag}", digest=existing.digest,
                                       reason="staging has an image with the same build inputs (fetched into a"
@@ -308,7 +306,7 @@ class Build:
             item = digests[p]
             part = Layout.create(IMAGES_DIR / f"{key[:32]}-{platform_key(p)}")
             transfer.pull(client, item.repository, item.digest, part, concurrency=ctx.config.copy_.concurrency)
-            part.set_root(platform_descriptor(part, item.digest))
+            part.set_root(part.descriptor(item.digest))
             parts.append((part, item.digest))
         layout, digest = merge_layouts(layout_dir, parts, ctx.outputs["tags"])
         return self._output(ctx, layout, digest, key, tag, False, base, "merge")
@@ -324,7 +322,3 @@ class Build:
                            media, str(layout.path), source)
 
 
-def _descriptor(media: str, digest: str, body: bytes) -> Any:
-    from pipeline.tools.oci import Descriptor
-
-    return Descriptor(media, digest, len(body))

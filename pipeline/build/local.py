@@ -28,7 +28,7 @@ from pipeline.context import Context
 from pipeline.errors import InfraError, ToolError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.tools import buildx, transfer
-from pipeline.tools.oci import INDEX_TYPES, Descriptor, Layout, LayoutError
+from pipeline.tools.oci import INDEX_TYPES, Layout, LayoutError
 
 if TYPE_CHECKING:
     from pipeline.build.base import BaseImage
@@ -273,8 +273,7 @@ class Builder:
         layout = Layout.create(staging / "layout")
         with Registry(inst.host, name="loopback", insecure=True) as loop:
             transfer.pull(loop, repo, digest, layout)
-        body, media = layout.manifest(digest)
-        layout.set_root(Descriptor(media, digest, len(body)))
+        layout.set_root(layout.descriptor(digest))
         return layout
 
 
@@ -296,7 +295,6 @@ def _image_digest(layout: Layout, platforms: tuple[str, ...], manifest: bool, ta
         digest = found.get(platforms[0]) or (next(iter(found.values())) if len(found) == 1 else None)
         if digest is None:
             raise InfraError(f"build: the layout has no {platforms[0]} image ({', '.join(found) or 'none'})")
-        body, media = layout.manifest(digest)
-        layout.set_root(Descriptor(media, digest, len(body)))
+        layout.set_root(layout.descriptor(digest))
         return digest
     return root.digest

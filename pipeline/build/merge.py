@@ -22,13 +22,8 @@ def _platform(layout: Layout, digest: str) -> dict[str, str]:
     return platform
 
 
-def platform_descriptor(layout: Layout, digest: str) -> Descriptor:
-    body, media = layout.manifest(digest)
-    return Descriptor(media, digest, len(body))
-
-
 def _entry(layout: Layout, digest: str) -> dict[str, Any]:
-    return {**platform_descriptor(layout, digest).to_dict(), "platform": _platform(layout, digest)}
+    return {**layout.descriptor(digest).to_dict(), "platform": _platform(layout, digest)}
 
 
 def _index(entries: list[dict[str, Any]], tags: TagsOutput) -> bytes:
@@ -75,4 +70,4 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-__all__ = ["merge_layouts", "platform_descriptor", "platform_name", "wrap_index"]
+__all__ = ["merge_layouts", "platform_name", "wrap_index"]

@@ -171,10 +171,10 @@ class Sign:
         major = cosign.installed_major()
         logger = log.get(stage=self.name)
         layout = Layout(build.layout)
-        subjects: list[tuple[str | None, Descriptor]] = [(None, _descriptor(layout, build.digest))]
+        subjects: list[tuple[str | None, Descriptor]] = [(None, layout.descriptor(build.digest))]
         if cfg.sign.recursive:
-            subjects += [(p, _descriptor(layout, d)) for p, d in sorted(build.platforms.items())]
-        att_subjects = [(p, _descriptor(layout, d)) for p, d in sorted(build.platforms.items())] if cfg.sign.sbom else []
+            subjects += [(p, layout.descriptor(d)) for p, d in sorted(build.platforms.items())]
+        att_subjects = [(p, layout.descriptor(d)) for p, d in sorted(build.platforms.items())] if cfg.sign.sbom else []
         vuln_reports = scan_reports(ctx) if cfg.sign.attest_scan else {}
 
         with keys.temporary_dir() as tmp, ctx.registry_access() as access:
@@ -197,7 +197,7 @@ class Sign:
                                            lambda p=platform, d=subject.digest: sboms.path(p, d)))
                 for platform, digest in sorted(build.platforms.items()):
                     if platform in vuln_reports:
-                        done.append(job.ensure(_descriptor(layout, digest), platform, VULN_TYPE,
+                        done.append(job.ensure(layout.descriptor(digest), platform, VULN_TYPE,
                                                lambda p=platform: vuln_predicate(vuln_reports[p], work)))
                 logger.info("registry.signed", registry=reg.name, digest=build.digest,
                             signed=sum(1 for d in done if d.action == "signed"),
@@ -240,11 +240,6 @@ class Sign:
             raise InfraError(f"sign.public_key: {public_key} is not the public key of sign.key ({signer.description});"
                              " nothing was signed")
 
-
-
-def _descriptor(layout: Layout, digest: str) -> Descriptor:
-    body, media = layout.manifest(digest)
-    return Descriptor(media, digest, len(body))
 
 
 def docker_reference(host: str, repo: str) -> str:

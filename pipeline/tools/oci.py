@@ -248,13 +248,18 @@ class Layout:
         body = self.read(digest)
         return body, media_type_of(body)
 
+    def descriptor(self, digest: str) -> Descriptor:
+        """The descriptor of a manifest or index in this layout (media type from its body)."""
+        body, media = self.manifest(digest)
+        return Descriptor(media, digest, len(body))
+
     def json(self, digest: str) -> dict[str, Any]:
         return json.loads(self.read(digest))
 
     def walk(self, digest: str) -> Iterator[tuple[str, Descriptor]]:
         """Every descriptor below ``digest`` (itself first): ("manifest", d) and ("blob", d)."""
-        body, media = self.manifest(digest)
-        yield "manifest", Descriptor(media, digest, len(body))
+        body, _media = self.manifest(digest)
+        yield "manifest", self.descriptor(digest)
         children, blobs = referenced_descriptors(json.loads(body))
         for child in children:
             yield from self.walk(child.digest)
@@ -297,7 +302,7 @@ class Layout:
         (dest / "blobs").symlink_to((self.path / "blobs").resolve(), target_is_directory=True)
         view = Layout(dest)
         _atomic_write(dest / "oci-layout", json.dumps(LAYOUT_VERSION).encode())
-        view.set_root(Descriptor(media, digest, len(body)))
+        view.set_root(self.descriptor(digest))
         return view
 
     def remove(self) -> None:
