@@ -23,6 +23,7 @@ from pipeline import log
 from pipeline.build.build import BuildOutput
 from pipeline.context import Context
 from pipeline.errors import InfraError, PipelineError
+from pipeline.stage import exclusive
 from pipeline.tools import transfer
 from pipeline.tools.oci import Layout
 from pipeline.tools.registry import Registry
@@ -41,8 +42,10 @@ class RegistryCopy:
 def upload(client: Registry, layout: Layout, digest: str, registry: str, repository: str, *, concurrency: int,
            mounts: Sequence[str] = ()) -> RegistryCopy:
     """The image ``digest`` of ``layout`` into ``repository``, then read back: the registry must serve
-    exactly these bytes under the digest (the manifest is fetched by digest and hashed)."""
-    stats = transfer.push(layout, digest, client, repository, concurrency=concurrency, mount_from=mounts)
+    exactly these bytes under the digest (the manifest is fetched by digest and hashed). Two releases on
+    one machine upload one image to one repository one after the other: the second finds it there."""
+    with exclusive("upload", client.host, repository, digest):
+        stats = transfer.push(layout, digest, client, repository, concurrency=concurrency, mount_from=mounts)
     try:
         client.manifest_get(repository, digest)
     except PipelineError as exc:

@@ -692,9 +692,17 @@ class Registry:
             raise RegistryError(self.name, f"PUT manifest {repo}@{reference}: the body hashes to {digest_of(body)}")
 
         def go() -> str:
-            r = self.request("PUT", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull,push",
-                             headers={"Content-Type": media_type}, content=body,
-                             what=f"PUT manifest {repo}:{reference}")
+            try:
+                r = self.request("PUT", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull,push",
+                                 headers={"Content-Type": media_type}, content=body,
+                                 what=f"PUT manifest {repo}:{reference}")
+            except RegistryError as exc:
+                if exc.status == 400 and exc.code == "DIGEST_INVALID":
+                    # our bytes hash right (checked above): the registry read others, which is what a storage
+                    # race between two writers of the same manifest gives (distribution's filesystem driver)
+                    raise RegistryError(self.name, f"{exc.detail} (the body we sent is {expected}; trying"
+                                        " again)", status=400, code=exc.code, temporary=True) from None
+                raise
             header = r.headers.get("Docker-Content-Digest")
             if header and header != expected:
                 raise RegistryError(self.name, f"PUT manifest {repo}:{reference}: the registry stored {header},"
