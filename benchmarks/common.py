@@ -106,6 +106,40 @@ dir = "{dist}"
     return path
 
 
+#: A tiny two-platform image: no base, no RUN, so both sides build in well under a second.
+TINY_DOCKERFILE = "FROM scratch\nARG TARGETARCH\nCOPY app-${TARGETARCH}.txt /app.txt\nCOPY version.txt /version.txt\n"
+RAW_TAGS = ("1.2", "1", "latest")
+
+
+def tiny_context(ctx: Path) -> Path:
+    """The build context of :data:`TINY_DOCKERFILE` (``version.txt`` is what a run changes)."""
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(TINY_DOCKERFILE)
+    for arch in ("amd64", "arm64"):
+        (ctx / f"app-{arch}.txt").write_text(f"app for {arch}\n")
+    (ctx / "version.txt").write_text("first\n")
+    return ctx
+
+
+def raw_release(crane: str, hosts: dict[str, str], ctx: Path, version: str, cwd: Path, *,
+                repository: str = "app") -> float:
+    """The script a user writes without this tool: ``docker buildx build --push`` to the first registry,
+    ``crane copy`` to the others, ``crane tag`` per further tag and registry. Its wall time."""
+    environ = env(version)
+    first, *others = [f"{h}/{repository}" for h in hosts.values()]
+    start = time.perf_counter()
+    timed(["docker", "buildx", "build", "--platform", ",".join(PLATFORMS), "--provenance=false",
+           "--output", "type=image,push=true,oci-mediatypes=true", "-t", f"{first}:{version}",
+           "-f", str(ctx / "Dockerfile"), str(ctx)], environ, cwd, what="buildx build --push")
+    for image in others:
+        timed([crane, "copy", "--insecure", f"{first}:{version}", f"{image}:{version}"], environ, cwd,
+              what="crane copy")
+    for image in (first, *others):
+        for tag in RAW_TAGS:
+            timed([crane, "tag", "--insecure", f"{image}:{version}", tag], environ, cwd, what="crane tag")
+    return time.perf_counter() - start
+
+
 @dataclass
 class Run:
     seconds: float
