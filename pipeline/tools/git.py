@@ -102,7 +102,7 @@ class Git:
         or a plain source tarball must still be able to run (with less context).
         """
         try:
-            done = proc.run([*_BASE_ARGV, *args], env=_ENV, cwd=self.cwd, check=False,
+            done = proc.run([*_BASE_ARGV, *args], env=_ENV, cwd=self.cwd, check=False, inherit=("GIT_",),
                             timeout=GIT_TIMEOUT, what="git")
         except ToolError:
             return None

@@ -28,8 +28,8 @@ def docker_login(server: str, creds: Credentials, docker_config: Path, *, what: 
     if creds.identity_token and not creds.password:
         raise ToolError(f"{what}: the credentials are an identity token, which docker login cannot store;"
                              " use a username and password/token", tool="docker")
-    proc.run(docker_login_argv(server, creds.username), input=creds.password + "\n",
-             env={"DOCKER_CONFIG": str(docker_config)}, what=what, timeout=120)
+    proc.run(docker_login_argv(server, creds.username), input=creds.password + "\n",   # its credential store
+             env={"DOCKER_CONFIG": str(docker_config)}, what=what, timeout=120, inherit_all=True)  # needs them
 
 
 def kubectl_apply_argv(namespace: str | None = None) -> list[str]:
@@ -45,7 +45,8 @@ def kubectl_patch_sa_argv(service_account: str, namespace: str, patch: str) -> l
 
 def kubectl_run(argv: Sequence[str], *, input: str | None = None, env: Mapping[str, str] | None = None,
                 what: str) -> str:
-    return proc.run(list(argv), input=input, env=env, what=what, timeout=120).stdout
+    # kubectl authenticates with the user's kubeconfig and its exec plugins (cloud SDKs): their environment
+    return proc.run(list(argv), input=input, env=env, what=what, timeout=120, inherit_all=True).stdout
 
 
 __all__ = ["docker_login", "docker_login_argv", "kubectl_apply_argv", "kubectl_patch_sa_argv", "kubectl_run",

@@ -1,8 +1,15 @@
-"""The one subprocess chokepoint: timeouts, redaction, ToolError; and the daemons the tool starts.
+"""The one subprocess chokepoint: least-privilege environments, timeouts, redaction, ToolError; and the
+daemons the tool starts.
 
-Secrets are passed through ``env`` or ``input`` (stdin), never argv. Output and
-error text are scrubbed of registered secrets before they reach a log line or
-an exception. Long-running daemons (the registry, dockerd) start with :func:`spawn_daemon`
+A child gets a minimal environment built here (:func:`child_env`): the path, home, locale, temp dir,
+proxies, CA bundle and the docker client's own variables, plus what the caller hands over by name in
+``env`` (cosign: its key password; Trivy: its neutral settings; buildx: the private docker config).
+Nothing else of this process's environment reaches it: no registry password or token, no cosign
+password, no cloud credential, unless that tool is the one that needs it. The tools that authenticate
+with the user's own set-up (docker credential helpers, ``docker login``, kubectl with its kubeconfig
+plugins) say so with ``inherit_all``. Secrets are passed through ``env`` or ``input`` (stdin), never
+argv. Output and error text are scrubbed of registered secrets before they reach a log line or an
+exception. Long-running daemons (the registry, dockerd) start with :func:`spawn_daemon`
 in their own session and are watched and stopped by pid (:func:`pid_alive`, :func:`terminate`).
 """
 
@@ -29,6 +36,29 @@ class Completed:
     stderr: str
 
 
+#: What every child gets from this process's environment, by name (and ``LC_*``).
+INHERITED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "NO_COLOR",
+    "XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_API_VERSION",
+    "BUILDX_BUILDER", "BUILDX_CONFIG", "BUILDKIT_PROGRESS", "CI", "SOURCE_DATE_EPOCH",
+})
+INHERITED_PREFIXES = ("LC_",)
+
+
+def child_env(env: Mapping[str, str] | None = None, *, inherit: Sequence[str] = (),
+              inherit_all: bool = False) -> dict[str, str]:
+    """The environment of a child: :data:`INHERITED` from ours (every variable with ``inherit_all``, and
+    those starting with an ``inherit`` prefix), then ``env``."""
+    prefixes = (*INHERITED_PREFIXES, *inherit)
+    out = dict(os.environ) if inherit_all else {k: v for k, v in os.environ.items()
+                                                 if k in INHERITED or k.startswith(prefixes)}
+    out.update(env or {})
+    return out
+
+
 def which(tool: str) -> str | None:
     return shutil.which(tool)
 
@@ -48,11 +78,14 @@ def run(
     check: bool = True,
     what: str | None = None,
     secret_output: bool = False,
+    inherit: Sequence[str] = (),
+    inherit_all: bool = False,
 ) -> Completed:
     """Run ``argv``; raise :class:`ToolError` with a one-line message on failure.
 
-    ``env`` entries are added to the current environment (values registered as
-    secrets when their names look secret). ``what`` names the action in errors.
+    ``env`` entries are added to the child's minimal environment (:func:`child_env`, with ``inherit``
+    and ``inherit_all``; values registered as secrets when their names look secret). ``what`` names
+    the action in errors.
     ``secret_output=True`` is for tools whose stdout *is* a secret (credential
     helpers, token commands): stdout is returned unscrubbed, so the caller gets
     the real value, and it is never put into an error message.
@@ -60,12 +93,7 @@ def run(
     argv = [str(a) for a in argv]
     tool = os.path.basename(argv[0])
     what = what or tool
-    full_env = dict(os.environ)
-    if env:
-        for key, value in env.items():
-            if any(s in key.upper() for s in ("PASSWORD", "TOKEN", "SECRET")):
-                log.register_secret(value)
-        full_env.update(env)
+    full_env = _full_env(env, inherit, inherit_all)
     if shutil.which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
@@ -83,6 +111,13 @@ def run(
         detail = _last_line(err) or ("" if secret_output else _last_line(out)) or f"exit status {cp.returncode}"
         raise ToolError(f"{what}: {tool} failed: {detail}", tool=tool, returncode=cp.returncode, stderr=err)
     return result
+
+
+def _full_env(env: Mapping[str, str] | None, inherit: Sequence[str], inherit_all: bool) -> dict[str, str]:
+    for key, value in (env or {}).items():
+        if any(s in key.upper() for s in ("PASSWORD", "TOKEN", "SECRET")):
+            log.register_secret(value)
+    return child_env(env, inherit=inherit, inherit_all=inherit_all)
 
 
 def stream(
@@ -108,9 +143,7 @@ def stream(
     argv = [str(a) for a in argv]
     tool = os.path.basename(argv[0])
     what = what or tool
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = _full_env(env, (), False)
     if shutil.which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
@@ -156,8 +189,7 @@ def spawn_daemon(argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] 
     """Start a long-running daemon in its own session (it outlives this process), output appended
     to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    full_env = _full_env(env, (), False)
     with open(log_path, "ab") as logf:
         try:
             child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,

@@ -152,7 +152,9 @@ def _run_helper(helper: str, server: str) -> tuple[int, str]:
     what = f"credential helper {helper} for {server}"
     if proc.which(tool) is None:
         raise ToolError(f"{what}: '{tool}' is not installed (named by the docker config)", tool=tool)
-    done = proc.run([tool, "get"], input=server, check=False, timeout=60, what=what, secret_output=True)
+    # a credential helper reads the user's own stores (keychain, pass, cloud SDKs): the user's environment
+    done = proc.run([tool, "get"], input=server, check=False, timeout=60, what=what, secret_output=True,
+                    inherit_all=True)
     return done.returncode, done.stdout
 
 

@@ -11,7 +11,8 @@ fake signature scheme: ``sign(data, key) = base64("fakesig:" + sha256(data) + ":
   the verifying key over a payload that names the subject's digest;
 * ``generate-key-pair``, ``public-key``: write fake key files.
 
-The signing key is ``$FAKE_COSIGN_KEY`` (default ``ours``), the verifying key ``$FAKE_COSIGN_VERIFY_KEY``
+Controls are set with ``fake_cosign.control(NAME=value)``. The signing key is ``FAKE_COSIGN_KEY`` (default
+``ours``), the verifying key ``FAKE_COSIGN_VERIFY_KEY``
 (default ``ours``). Every call is recorded (argv, the COSIGN_PASSWORD and DOCKER_CONFIG it was given).
 ``FAKE_COSIGN_FAIL=sign|attest`` makes that command fail echoing the password on stderr (to prove
 the scrubbing); ``FAKE_COSIGN_VERIFY=fail`` makes every verify say no.
@@ -55,6 +56,11 @@ def fake_envelope(repo_ref: str, digest: str, predicate_type: str, predicate: ob
 FAKE_COSIGN = textwrap.dedent("""\
     #!{python}
     import base64, hashlib, json, os, sys
+    os.environ["FAKE_COSIGN_STATE"] = {state!r}   # the tool gets a minimal environment: the path is baked in,
+    try:                                            # and a test's controls (FAKE_COSIGN_*) come from a file
+        os.environ.update(json.load(open(os.path.join({state!r}, "controls.json"))))
+    except OSError:
+        pass
     sys.path.insert(0, {support!r})
     from fakecosign_impl import main
     sys.exit(main(sys.argv[1:]))
@@ -167,10 +173,9 @@ def fake_cosign(tmp_path, monkeypatch):
     (bin_dir / "fakecosign_impl.py").write_text(textwrap.dedent(IMPL))
     (bin_dir / "predicates.json").write_text(json.dumps(PREDICATES))
     exe = bin_dir / "cosign"
-    exe.write_text(FAKE_COSIGN.format(python=sys.executable, support=str(bin_dir)))
+    exe.write_text(FAKE_COSIGN.format(python=sys.executable, support=str(bin_dir), state=str(state)))
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_COSIGN_STATE", str(state))
     monkeypatch.setattr(cosign, "installed_major", lambda: 2)
 
     class Fake:
@@ -182,5 +187,11 @@ def fake_cosign(tmp_path, monkeypatch):
 
         def commands(self) -> list[str]:
             return [c["argv"][0] for c in self.calls()]
+
+        def control(self, **settings: str) -> None:
+            """``FAKE_COSIGN_*`` settings for the next calls (cosign's environment holds nothing of ours)."""
+            path = state / "controls.json"
+            current = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**current, **settings}))
 
     return Fake()

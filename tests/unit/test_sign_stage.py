@@ -163,7 +163,7 @@ def test_signatures_by_other_keys_get_ours_added(world, fake_cosign):
 
 
 def test_a_wrong_password_fails_with_exit_3_and_the_password_scrubbed(world, fake_cosign, monkeypatch):
-    monkeypatch.setenv("FAKE_COSIGN_FAIL", "sign")
+    fake_cosign.control(FAKE_COSIGN_FAIL="sign")
     with capture_logs() as events, pytest.raises(InfraError) as exc:
         Sign().run(world())
     message = str(exc.value)
@@ -174,7 +174,7 @@ def test_a_wrong_password_fails_with_exit_3_and_the_password_scrubbed(world, fak
 
 
 def test_a_signature_that_does_not_verify_after_signing_is_an_error(world, fake_cosign, monkeypatch):
-    monkeypatch.setenv("FAKE_COSIGN_VERIFY", "fail")
+    fake_cosign.control(FAKE_COSIGN_VERIFY="fail")
     with pytest.raises(InfraError, match="does not verify with the configured public key"):
         Sign().run(world({"sbom": False}))
 
