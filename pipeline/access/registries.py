@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from pipeline import log
 from pipeline.config import Config, RegistryConfig
 from pipeline.errors import ConfigError
 from pipeline.retry import RetryPolicy
+from pipeline.tools import proc
 from pipeline.tools.registry import (
     DOCKER_HUB_HOSTS,
     DOCKER_HUB_KEY,
@@ -77,6 +79,22 @@ def resolve_credentials(reg: RegistryConfig, env: Mapping[str, str],
 
 def needs_refresh(creds: Credentials | None, now: float) -> bool:
     return creds is not None and creds.expires_at is not None and creds.expires_at - REFRESH_MARGIN_S <= now
+
+
+TOOL_CONFIG_PREFIX = "pipeline-docker-"
+
+
+def remove_stale_tool_configs(root: Path | None = None) -> list[Path]:
+    """Private docker configs (they hold credentials) left by a process that was killed: removed by the
+    next one, found by the pid in their name."""
+    root = root or Path(tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{TOOL_CONFIG_PREFIX}*"):
+        pid = path.name[len(TOOL_CONFIG_PREFIX):].split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not proc.pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 class Access:
@@ -176,7 +194,8 @@ class Access:
             tmp_cfg.write_text(json.dumps(data))
             tmp_cfg.replace(cfg)
             return self._tool_dir
-        tmp = Path(tempfile.mkdtemp(prefix="pipeline-docker-"))
+        remove_stale_tool_configs()
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TOOL_CONFIG_PREFIX}{os.getpid()}-"))
         tmp.chmod(0o700)
         cfg = tmp / "config.json"
         cfg.touch(mode=0o600)

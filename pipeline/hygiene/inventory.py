@@ -227,7 +227,7 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
         return _describe_key(config)
     try:
         major = cosign.installed_major()
-        runner = cosign.Cosign({**access.tool_env(), **keys.passthrough_env(env)})
+        runner = cosign.Cosign({**access.tool_env(), **keys.passthrough_env(env, *keys.config_keys(config.sign))})
         base = keys.verifier(config.sign, env, major, workdir, runner=runner)
     except (ConfigError, PipelineError, ValueError) as exc:
         for e, _ in checks:

@@ -36,9 +36,13 @@ from pipeline.tools import cosign
 
 DEV_DIR = ".pipeline"
 PASSWORD_SUFFIX = ".password"
-#: environment a signer may need besides the password: KMS credentials, OIDC tokens, TUF
-PASSTHROUGH_PREFIXES = ("AWS_", "GOOGLE_", "GCP_", "CLOUDSDK_", "AZURE_", "VAULT_", "SIGSTORE_",
-                        "ACTIONS_ID_TOKEN_", "TUF_")
+#: what cosign may need of our environment besides the password, by key kind: Sigstore and TUF settings
+#: always; the KMS's own credentials for a KMS key; the CI's OIDC token request for keyless
+SIGSTORE_PREFIXES = ("SIGSTORE_", "TUF_")
+KMS_PREFIXES = {"awskms://": ("AWS_",), "gcpkms://": ("GOOGLE_", "GCP_", "CLOUDSDK_"), "azurekms://": ("AZURE_",),
+                "hashivault://": ("VAULT_",)}
+KEYLESS_PREFIXES = ("ACTIONS_ID_TOKEN_",)
+PASSTHROUGH_PREFIXES = (*SIGSTORE_PREFIXES, *KEYLESS_PREFIXES, *(p for ps in KMS_PREFIXES.values() for p in ps))
 DEV_WARNING = ("signing with a DEVELOPMENT key generated on this machine: its signatures prove nothing"
                " elsewhere; for real releases set [sign] key (pipeline keygen, a KMS URI) or keyless = true")
 
@@ -61,8 +65,29 @@ def password_file(key_path: str | Path) -> Path:
     return Path(key_path).with_suffix(PASSWORD_SUFFIX)
 
 
-def passthrough_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(PASSTHROUGH_PREFIXES)}
+def passthrough_env(env: Mapping[str, str], *refs: KeyRef | None) -> dict[str, str]:
+    """What of ``env`` cosign gets for these keys (None: keyless): Sigstore/TUF settings, plus the one KMS's
+    credentials or the OIDC token request; a key file or env:// key gets no cloud credential at all.
+    With no key named, everything a cosign call could need."""
+    prefixes: tuple[str, ...] = SIGSTORE_PREFIXES
+    for ref in refs if refs else ():
+        if ref is None:
+            prefixes += KEYLESS_PREFIXES
+        elif ref.kind == "kms":
+            prefixes += next((ps for scheme, ps in KMS_PREFIXES.items() if ref.value.startswith(scheme)), ())
+    if not refs:
+        prefixes = PASSTHROUGH_PREFIXES
+    return {k: v for k, v in env.items() if k.startswith(prefixes)}
+
+
+def config_keys(cfg: SignConfig) -> tuple[KeyRef | None, ...]:
+    """The keys a sign config signs and verifies with (None: keyless)."""
+    if cfg.keyless:
+        return (None,)
+    out: list[KeyRef | None] = [key_ref(cfg)] if cfg.key else []
+    if cfg.public_key:
+        out.append(parse_key_ref(cfg.public_key, public=True))
+    return tuple(out)
 
 
 def key_ref(cfg: SignConfig) -> KeyRef | None:
@@ -126,7 +151,7 @@ def ensure_development_key(path: Path, runner: cosign.Cosign) -> bool:
 def signer(cfg: SignConfig, env: Mapping[str, str], runner: cosign.Cosign) -> Signer:
     """Resolve the configured key into what cosign signs with; generates the development key when due."""
     ref = key_ref(cfg)
-    base = passthrough_env(env)
+    base = passthrough_env(env, ref)
     if ref is None:
         return Signer(None, "keyless (OIDC identity of this CI job)", False, base)
     development = False

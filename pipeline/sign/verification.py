@@ -147,7 +147,7 @@ def verify(config: Config, env: Mapping[str, str], targets: Sequence[Target], *,
         if not with_cosign or digest is None:
             return report
         major = cosign.installed_major()
-        runner = cosign.Cosign(keys.passthrough_env(env))   # we add no registry credentials: cosign asks none
+        runner = cosign.Cosign(keys.passthrough_env(env, *keys.config_keys(sign)))   # no registry credentials
         base = keys.verifier(sign, env, major, Path(workdir or tmp), runner=runner)
         repos: dict[tuple[str, str], tuple[RegistryConfig, str]] = {}
         for t in targets:

@@ -248,3 +248,24 @@ def test_serve_local_restarts_with_the_last_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(localregistry, "last_instance", lambda name, **kw: None)
     registries.serve_local(cfg)
     assert started[1]["htpasswd"] is None and started[1]["tls"] is False
+
+
+def test_a_killed_runs_private_docker_config_is_removed_by_the_next_one(tmp_path):
+    """The private docker config holds registry credentials: a run killed with -9 cannot remove it, so the
+    next run does (its pid in the name says whose it is)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.access.registries import TOOL_CONFIG_PREFIX, remove_stale_tool_configs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    stale = tmp_path / f"{TOOL_CONFIG_PREFIX}{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"{TOOL_CONFIG_PREFIX}{os.getppid()}-def"
+    mine = tmp_path / f"{TOOL_CONFIG_PREFIX}{os.getpid()}-ghi"
+    for path in (stale, alive, mine):
+        path.mkdir()
+        (path / "config.json").write_text('{"auths": {"r": {"auth": "c2VjcmV0"}}}')
+    assert remove_stale_tool_configs(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists() and mine.exists()

@@ -292,3 +292,17 @@ def test_verifier_public_key_sources(tmp_path, fake_cosign):
     v = keys.verifier(keyless, {}, 2, tmp_path)
     assert (v.key, v.identity_regexp, v.issuer) == (None, "^https://github.com/acme/",
                                                     "https://token.actions.githubusercontent.com")
+
+
+def test_cosign_gets_the_cloud_credentials_of_its_own_kms_only():
+    from pipeline.refs import parse_key_ref
+    from pipeline.sign import keys
+
+    env = {"AWS_SECRET_ACCESS_KEY": "a", "GOOGLE_APPLICATION_CREDENTIALS": "/g.json", "VAULT_TOKEN": "v",
+           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "o", "SIGSTORE_REKOR_URL": "https://rekor", "GHCR_TOKEN": "r"}
+    assert keys.passthrough_env(env, parse_key_ref("cosign.key")) == {"SIGSTORE_REKOR_URL": "https://rekor"}
+    assert set(keys.passthrough_env(env, parse_key_ref("awskms:///alias/release"))) == {"AWS_SECRET_ACCESS_KEY",
+                                                                                     "SIGSTORE_REKOR_URL"}
+    assert set(keys.passthrough_env(env, parse_key_ref("hashivault://release"))) == {"VAULT_TOKEN", "SIGSTORE_REKOR_URL"}
+    assert set(keys.passthrough_env(env, None)) == {"ACTIONS_ID_TOKEN_REQUEST_TOKEN", "SIGSTORE_REKOR_URL"}
+    assert "GHCR_TOKEN" not in keys.passthrough_env(env)
