@@ -63,6 +63,28 @@ def _env_name(value: str | None) -> str | None:
     return value
 
 
+SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: build-argument names that say a secret is meant (a build argument is kept in the image's history)
+SECRET_ARG = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIALS?)", re.I)
+
+
+class BuildSecret(Section):
+    """One BuildKit secret (``RUN --mount=type=secret,id=…``): its value from an environment variable or a
+    file, handed to buildx as a 0600 file (``--secret id=…,src=…``), never on a command line or in buildx's
+    environment, never in the image."""
+
+    env: str | None = Field(default=None, description="the environment variable that holds the secret")
+    file: str | None = Field(default=None, description="a file that holds the secret")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BuildSecret:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env = \"VAR\" or file = \"path\"")
+        if self.env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.env):
+            raise ValueError(f"env: '{self.env}' is not an environment variable name")
+        return self
+
+
 class ImageConfig(Section):
     name: str = Field(description="repository path of the image under each registry url")
     context: str = "."
@@ -70,6 +92,8 @@ class ImageConfig(Section):
     platforms: list[str] = Field(default_factory=lambda: ["linux/amd64"])
     target: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, BuildSecret] = Field(default_factory=dict, description="BuildKit secrets by id:"
+                                            " { env = \"VAR\" } or { file = \"path\" }")
     offline_base: bool = Field(default=False, description="when the Dockerfile's ARG BASE_IMAGE cannot be pulled,"
                                " build FROM a locally built busybox base instead (offline machines)")
 
@@ -78,6 +102,24 @@ class ImageConfig(Section):
     def _name(cls, v: str) -> str:
         if not IMAGE_NAME.match(v):
             raise ValueError(f"'{v}' is not a valid image name (lowercase letters, digits, . _ - and /)")
+        return v
+
+    @field_validator("build_args")
+    @classmethod
+    def _build_args(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if SECRET_ARG.search(name):
+                raise At(f".{name}", f"a build argument is kept in the image's history; pass a secret as a build"
+                         f" secret: [image.secrets] {name} = {{ env = \"{name}\" }} and"
+                         f" RUN --mount=type=secret,id={name} in the Dockerfile")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_ids(cls, v: dict[str, BuildSecret]) -> dict[str, BuildSecret]:
+        for name in v:
+            if not SECRET_ID.match(name):
+                raise At(f".{name}", f"'{name}' is not a secret id (letters, digits, . _ -)")
         return v
 
     @field_validator("platforms")
@@ -856,7 +898,7 @@ def _find_secrets(data: Any, loc: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...]
     if isinstance(data, dict):
         for key, value in data.items():
             k = str(key).lower()
-            if k in SECRET_KEYS and value not in (None, "", False):
+            if k in SECRET_KEYS and value not in (None, "", False) and not isinstance(value, dict):
                 return loc + (key,), f"secrets do not belong in the config; use {SECRET_KEYS[k]} to name where it is"
             found = _find_secrets(value, loc + (key,))
             if found:
@@ -869,6 +911,9 @@ def _find_secrets(data: Any, loc: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...]
     elif isinstance(data, str):
         for pattern, what in SECRET_VALUES:
             if pattern.search(data):
+                if loc[:2] == ("image", "build_args"):
+                    return loc, (f"this looks like {what}; a build argument is kept in the image's history: pass it"
+                                 f" as a build secret, [image.secrets] {loc[-1]} = {{ env = \"VAR\" }}")
                 return loc, f"this looks like {what}; secrets do not belong in the config: put it in an environment" \
                             " variable or credential helper and name that (e.g. password_env)"
     return None

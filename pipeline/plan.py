@@ -8,6 +8,7 @@ from the code that runs, never from a separate dry-run path.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -15,7 +16,7 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.build.build import Build
 from pipeline.context import Context
-from pipeline.errors import PipelineError
+from pipeline.errors import EXIT_INFRA, PipelineError
 from pipeline.metadata.tags import Tags
 from pipeline.scan.scan import Scan
 from pipeline.sign.sign import Sign
@@ -107,6 +108,15 @@ class Runner:
             seconds = time.monotonic() - started
             logger.error("stage.failed", error=str(exc), seconds=round(seconds, 3))
             return StageResult(stage.name, "failed", str(exc), seconds, exc.exit_code)
+        except Exception as exc:  # a bug: the stage fails (exit 3) and the report still runs
+            seconds = time.monotonic() - started
+            first = log.scrub(str(exc)).splitlines()[0] if str(exc) else ""
+            detail = (f"internal error in the {stage.name} stage: {type(exc).__name__}: {first} (set"
+                      " PIPELINE_DEBUG=1 for the traceback, and please report it)")
+            logger.error("stage.failed", error=detail, seconds=round(seconds, 3))
+            if self.ctx.env.get("PIPELINE_DEBUG"):
+                logger.error("stage.traceback", traceback=log.scrub(traceback.format_exc()))
+            return StageResult(stage.name, "failed", detail, seconds, EXIT_INFRA)
         seconds = time.monotonic() - started
         self.ctx.outputs[stage.name] = output
         logger.info("stage.finished", seconds=round(seconds, 3))

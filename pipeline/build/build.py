@@ -191,6 +191,7 @@ class Build:
             "labels": {k: v for k, v in tags.result.labels.items() if k not in NOT_LABEL_INPUTS},
             "annotations": {k: v for k, v in tags.result.annotations.items() if not k.endswith(NOT_LABEL_INPUTS)},
             "provenance": cfg.build.provenance,
+            "secrets": sorted(cfg.image.secrets),      # the ids only: BuildKit never caches on a secret's value
         }
         return inputs, args, base
 

@@ -13,19 +13,21 @@ a warning; cache exports are local (``inline``, or ``type=local`` with ``ignore-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import log
 from pipeline.access.registries import Access
 from pipeline.context import Context
-from pipeline.errors import InfraError, ToolError
+from pipeline.errors import ConfigError, InfraError, ToolError
 from pipeline.metadata.tags import TagsOutput
 from pipeline.tools import buildx, transfer
 from pipeline.tools.oci import INDEX_TYPES, Layout, LayoutError
@@ -218,6 +220,43 @@ class Builder:
 
     def _run(self, spec: buildx.BuildSpec) -> dict[str, object]:
         """One buildx call; a failure that names the cache is retried once without the cache."""
+        with self._secret_files() as secrets:
+            return self._run_with(buildx.BuildSpec(**{**spec.__dict__, "secrets": secrets}))
+
+    @contextlib.contextmanager
+    def _secret_files(self) -> Iterator[tuple[tuple[str, str], ...]]:
+        """``[image.secrets]`` as files for BuildKit while one buildx call runs: a 0600 file in a 0700
+        directory for a secret from the environment (removed right after), the user's own file otherwise."""
+        wanted = self.ctx.config.image.secrets
+        if not wanted:
+            yield ()
+            return
+        folder = Path(tempfile.mkdtemp(prefix="pipeline-secrets-"))
+        try:
+            out: list[tuple[str, str]] = []
+            for secret_id, source in sorted(wanted.items()):
+                if source.env is not None:
+                    value = self.ctx.env.get(source.env)
+                    if not value:
+                        raise ConfigError(f"{self.ctx.config_path}: image.secrets.{secret_id}: ${source.env} is not"
+                                          " set or empty (export it for the build, or remove the secret)")
+                    log.register_secret(value)
+                    path = folder / f"secret-{len(out)}"
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        fh.write(value)
+                    out.append((secret_id, str(path)))
+                else:
+                    path = Path(source.file or "").expanduser()
+                    if not path.is_file() or not os.access(path, os.R_OK):
+                        raise ConfigError(f"{self.ctx.config_path}: image.secrets.{secret_id}: cannot read"
+                                          f" {source.file} ({'no such file' if not path.exists() else 'permission denied'})")
+                    out.append((secret_id, str(path.resolve())))
+            yield tuple(out)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _run_with(self, spec: buildx.BuildSpec) -> dict[str, object]:
         timeout = self.ctx.config.build.timeout_seconds
         env = self.access.tool_env()
         try:

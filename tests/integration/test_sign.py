@@ -339,35 +339,6 @@ def test_wrong_or_unreadable_key_writes_no_release_tag(released, registries, off
             assert "feature-x" not in tags_of(client, released.name), f"{reg.name} got a release tag"
 
 
-def test_copied_signatures_verify_in_another_repository(released, registries):
-    """Promotion: the image and its cosign artifacts copied elsewhere verify there (no repo binding),
-    and the sign stage's listing counts them as ours (no second signature)."""
-    from pipeline.sign.attachments import copy_attachments, decide, listing
-    from pipeline.tools.registry import Credentials, Registry, copy_manifest_tree
-
-    ghcr, ecr = registries["ghcr"], registries["ecr"]
-    src = Registry(ghcr.host, name="ghcr", insecure=True, credentials=Credentials(ghcr.username, ghcr.password))
-    dst = Registry(ecr.host, name="ecr", insecure=True)
-    target = f"promoted/{released.name.split('/')[-1]}"
-    with src, dst:
-        copy_manifest_tree(src, released.name, dst, target, released.digest)
-        assert listing(dst, target, released.digest).count("signature") == 0
-        copied = copy_attachments(src, released.name, dst, target, released.digest)
-        for d in released.platforms.values():
-            copied += copy_attachments(src, released.name, dst, target, d)
-        assert sorted(copied) == sorted([sig_tag(released.digest)] +
-                                        [att_tag(d) for d in released.platforms.values()])
-        found = listing(dst, target, released.digest)
-        assert found.count("signature") == 1 and decide(found, "signature") == "check"
-        assert copy_attachments(src, released.name, dst, target, released.digest) == []  # present: left alone
-    r = cosign("verify", "--key", str(released.pub), "--insecure-ignore-tlog=true", f"{ecr.host}/{target}@{released.digest}")
-    assert r.returncode == 0, r.stderr
-    d = released.platforms["linux/arm64"]
-    r = cosign("verify-attestation", "--key", str(released.pub), "--type", "cyclonedx", "--insecure-ignore-tlog=true",
-               f"{ecr.host}/{target}@{d}")
-    assert r.returncode == 0, r.stderr
-
-
 def test_development_key_is_generated_once_with_a_warning(tmp_path):
     from structlog.testing import capture_logs
 

@@ -127,15 +127,3 @@ def test_listing_of_an_unsigned_digest_is_empty():
     found = a.listing(FakeRegistry({}), "app", PLATFORM)
     assert found.count("signature") == 0 and a.decide(found, "signature") == "sign"
     assert found.to_dict() == {"digest": PLATFORM, "signatures": 0, "attestations": {}, "bundles": {}}
-
-
-def test_copy_attachments_copies_only_missing_tags(monkeypatch):
-    copied_trees: list[str] = []
-    monkeypatch.setattr(a, "copy_manifest_tree", lambda src, sr, dst, dr, digest, stats: copied_trees.append(digest))
-    sig = rec("sig_manifest_1_layer.json")
-    src = FakeRegistry({a.signature_tag(DIGEST): sig, a.attestation_tag(DIGEST): rec("att_manifest_2_cyclonedx.json")})
-    dst = FakeRegistry({a.attestation_tag(DIGEST): b'{"mediaType": "application/vnd.oci.image.manifest.v1+json"}'})
-    assert a.copy_attachments(src, "app", dst, "promoted/app", DIGEST) == [a.signature_tag(DIGEST)]
-    assert dst.manifests[a.signature_tag(DIGEST)] == sig    # byte for byte: the signature still verifies
-    assert dst.puts == [(a.signature_tag(DIGEST), "application/vnd.oci.image.manifest.v1+json")]
-    assert copied_trees == ["sha256:" + hashlib.sha256(sig).hexdigest()]

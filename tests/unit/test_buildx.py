@@ -167,3 +167,10 @@ def test_old_layouts_are_pruned_but_never_one_in_use(tmp_path):
     (root / "fresh").mkdir()                                      # used a minute ago by another release
     local.prune_layouts(root, keep=3, current=root / "a")
     assert sorted(p.name for p in root.iterdir()) == ["a", "b", "fresh"]
+
+
+def test_build_secrets_go_to_buildkit_as_files_never_as_values():
+    argv = build_argv(BuildSpec(context=".", dockerfile="Dockerfile", platforms=("linux/amd64",),
+                                secrets=(("npm", "/tmp/pipeline-secrets-x/secret-0"),)))
+    assert argv[argv.index("--secret") + 1] == "id=npm,src=/tmp/pipeline-secrets-x/secret-0"
+    assert not any(a.startswith("env=") or ",env=" in a for a in argv)

@@ -327,3 +327,17 @@ def test_ci_section(tmp_path):
     assert "ci.python" in error_of(tmp_path, MINIMAL + '[ci]\npython = "latest"\n')
     assert "ci.runners" in error_of(tmp_path, MINIMAL + '[ci]\nrunners = {"arm64" = "x"}\n')
     assert "ci.release_tags" in error_of(tmp_path, MINIMAL + '[ci]\nrelease_tags = ["${{ x }}"]\n')
+
+
+def test_build_secrets_name_where_the_secret_is_and_a_secret_looking_build_arg_names_them(tmp_path):
+    from pipeline import config as cfg_mod
+
+    ok = cfg_mod.parse({"image": {"name": "app", "secrets": {"token": {"env": "NPM_TOKEN"},
+                                                             "netrc": {"file": "~/.netrc"}}}}, "p.toml")
+    assert ok.image.secrets["token"].env == "NPM_TOKEN"          # an id called "token" is no inline secret
+    msg = error_of(tmp_path, MINIMAL + '[image.build_args]\nNPM_TOKEN = "x"\n')
+    assert "image.build_args.NPM_TOKEN" in msg and "[image.secrets] NPM_TOKEN = { env = \"NPM_TOKEN\" }" in msg
+    msg = error_of(tmp_path, MINIMAL + '[image.secrets.npm]\nenv = "A"\nfile = "b"\n')
+    assert "image.secrets.npm" in msg and "exactly one of" in msg
+    msg = error_of(tmp_path, MINIMAL + '[image.build_args]\nVERSION = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"\n')
+    assert "image.build_args.VERSION" in msg and "[image.secrets]" in msg and "ghp_" not in msg

@@ -14,7 +14,7 @@ from pipeline.access import registries as registries_mod
 from pipeline.build.build import BuildOutput
 from pipeline.cli import main
 from pipeline.context import Context
-from pipeline.errors import PolicyError
+from pipeline.errors import PolicyError, ToolError
 from pipeline.metadata.ci import CIInfo
 from pipeline.plan import RELEASE, Runner
 from pipeline.scan import scan as scan_stage
@@ -251,3 +251,27 @@ def test_optional_vuln_db_scans_secrets_only_and_the_report_says_so(world, monke
     summary = markdown_summary({"status": "ok", "image": "app", "warnings": warnings, "registries": [],
                                 "stages": []})
     assert "vulnerabilities were NOT scanned" in summary
+
+
+def test_a_bug_in_a_stage_fails_it_with_exit_3_and_the_report_still_runs(world, monkeypatch, tmp_path):
+    """Not only PipelineErrors: any exception in a stage is a failed stage, and dist/release.json is written."""
+    from pipeline.stages.report import Report
+
+    ctx = world()
+    monkeypatch.setattr(scan_stage.Scan, "run", lambda self, ctx: {}["missing"])     # a KeyError: a bug
+    results = Runner(ctx).run((scan_stage.Scan(), Report()))
+    scan, report = results
+    assert scan.status == "failed" and scan.exit_code == 3
+    assert scan.detail.startswith("internal error in the scan stage: KeyError") and "PIPELINE_DEBUG" in scan.detail
+    assert report.status == "ok" and (ctx.dist / "release.json").is_file()
+
+
+def test_a_gate_that_scanned_nothing_fails(world):
+    """An index whose entries are all filtered out (attestations only) reaches the gate with no platform."""
+    import dataclasses
+
+    ctx = world()
+    ctx.outputs["build"] = dataclasses.replace(ctx.outputs["build"], platforms={})
+    with pytest.raises(ToolError, match="a gate that scanned nothing cannot pass"):
+        scan_stage.Scan().run(ctx)
+    assert world.scans == []

@@ -148,3 +148,21 @@ def test_a_corrupt_blob_is_never_accepted(tmp_path):
     with pytest.raises(RegistryError, match="does not match its digest"):
         transfer.pull(client(fake), "app", digest, dest)
     assert not dest.has(layer) and not [p for p in dest.blob_path(layer).parent.iterdir() if p.name.startswith(".")]
+
+
+def test_an_upload_counts_only_when_the_registry_serves_exactly_that_image(tmp_path):
+    """The copy and staging stages read each destination back by digest: a registry that answers the PUTs
+    but serves other bytes under the digest (a proxy that rewrites, a broken mirror) fails the upload."""
+    from pipeline.errors import InfraError
+    from pipeline.stages.staging import upload
+
+    layout, digest = image_layout(tmp_path)
+    fake = FakeRegistry()
+    with client(fake) as reg:
+        assert upload(reg, layout, digest, "fake", "app", concurrency=2).digest == digest
+    other = FakeRegistry()
+    other.fail("GET", rf"/manifests/{digest}", httpx.Response(200, content=b'{"schemaVersion": 2, "manifests": []}',
+                                                              headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}),
+               times=20)
+    with client(other) as reg, pytest.raises(InfraError, match=f"app@{digest} is not served after the upload"):
+        upload(reg, layout, digest, "other", "app", concurrency=2)
