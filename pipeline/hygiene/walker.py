@@ -169,6 +169,10 @@ class Attachment:
     predicates: dict[str, int] = field(default_factory=dict)  # .att layers / bundles by predicate type
 
 
+UNTAGGED_UNLISTED = ("untagged manifests cannot be listed over the OCI API: untagged rules see only what a vendor"
+                     " API lists")
+
+
 @dataclass
 class Snapshot:
     registry: str
@@ -266,9 +270,8 @@ class Walker:
         if self.vendor is not None and ("registry" in self.sources or self.detail):
             vendor_times = self.vendor.push_times(repo)
             self._untagged(repo, snap, vendor_times)
-        elif vendor_kind == "distribution":
-            snap.notes.append("untagged manifests cannot be listed over the OCI API: untagged rules see only"
-                              " what a vendor API lists")
+        if vendor_kind == "distribution":      # registry:2 and any other plain OCI registry
+            snap.notes.append(UNTAGGED_UNLISTED)
         self._ages(repo, snap, vendor_times)
         self._subjects(repo, snap)
         return snap
@@ -493,6 +496,11 @@ def plan(snap: Snapshot, policy: lifecycle.Policy, now: datetime) -> RepoPlan:
         group += [Deletion(r, (), "referrer") for a in atts for r in a.referrers if r not in protected]
         groups.append((subject, _dedupe(group, scheduled)))
     notes = list(snap.notes)
+    if UNTAGGED_UNLISTED in notes:
+        for rule in policy.rules:
+            if rule.tag_status in ("untagged", "any"):
+                notes.append(f"rule {rule.priority} (tagStatus \"{rule.tag_status}\"): this registry cannot list"
+                             " untagged manifests over the OCI API, so the rule sees only tagged images here")
     kept_unknown = [a for a in snap.attachments if a.subject_present and a.subject not in
                     {d for i in images for d in family(i)}]
     if kept_unknown:
@@ -573,15 +581,20 @@ def apply(plans: Sequence[RepoPlan], backends: Mapping[str, Any]) -> list[Delete
 
 
 def leftovers(plans: Sequence[RepoPlan], done: Sequence[Deleted], clients: Mapping[str, Registry]) -> list[str]:
-    """Tags that should be gone but are still listed (an independent re-listing after the deletes)."""
+    """What should be gone but is still there, asked again after the deletes: tags still listed, and
+    every deleted digest (tagged or not) the registry still serves."""
     gone: dict[tuple[str, str], set[str]] = {}
+    digests: dict[tuple[str, str], set[str]] = {}
     for d in done:
         if d.outcome in ("deleted", "gone"):
             gone.setdefault((d.registry, d.repository), set()).update(d.tags)
+            digests.setdefault((d.registry, d.repository), set()).add(d.digest)
     out = []
     for (registry, repo), tags in sorted(gone.items()):
         still = tags & set(clients[registry].tags(repo))
         out += [f"{registry}: {repo}:{t}" for t in sorted(still)]
+        served = [d for d in sorted(digests[(registry, repo)]) if clients[registry].manifest_head(repo, d) is not None]
+        out += [f"{registry}: {repo}@{d} is still served" for d in served]
     return out
 
 

@@ -348,13 +348,15 @@ def failure_reason(stderr: str) -> str:
 
 
 def is_policy_failure(returncode: int, stderr: str) -> bool:
-    """A verify that said no (exit 1 in this project) versus one that could not ask (exit 3)."""
+    """A verify that said no (exit 1 in this project) versus one that could not ask (exit 3). Only what
+    cosign says when a verification fails counts as "no"; an error we do not recognise is a broken tool or
+    registry (exit 3), never a verdict."""
     if returncode in (10, 11, 12, 13):  # legacy path exit codes (specs/cosign.md §6.1)
         return True
     text = stderr.lower()
     if any(p in text for p in _INFRA_PHRASES):
         return False
-    return any(p in text for p in _POLICY_PHRASES) or returncode == 1
+    return any(p in text for p in _POLICY_PHRASES)
 
 
 # --------------------------------------------------------------------------- runner

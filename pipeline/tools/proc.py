@@ -42,17 +42,22 @@ INHERITED = frozenset({
     "XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_API_VERSION",
-    "BUILDX_BUILDER", "BUILDX_CONFIG", "BUILDKIT_PROGRESS", "CI", "SOURCE_DATE_EPOCH",
+    "CI", "SOURCE_DATE_EPOCH",
 })
 INHERITED_PREFIXES = ("LC_",)
+#: the docker client's own variables (the engine, the context, its config dir, buildx's builder), for the
+#: docker CLI and its plugins only: DOCKER_CONFIG names a file with registry credentials
+DOCKER_CLIENT_PREFIXES = ("DOCKER_", "BUILDX_", "BUILDKIT_")
 
 
 def child_env(env: Mapping[str, str] | None = None, *, inherit: Sequence[str] = (),
-              inherit_all: bool = False) -> dict[str, str]:
+              inherit_all: bool = False, program: str = "") -> dict[str, str]:
     """The environment of a child: :data:`INHERITED` from ours (every variable with ``inherit_all``, and
-    those starting with an ``inherit`` prefix), then ``env``."""
-    prefixes = (*INHERITED_PREFIXES, *inherit)
+    those starting with an ``inherit`` prefix; the docker client's for ``docker`` and ``docker-*``), then
+    ``env``."""
+    name = os.path.basename(program)
+    docker = DOCKER_CLIENT_PREFIXES if name == "docker" or name.startswith("docker-") else ()
+    prefixes = (*INHERITED_PREFIXES, *docker, *inherit)
     out = dict(os.environ) if inherit_all else {k: v for k, v in os.environ.items()
                                                  if k in INHERITED or k.startswith(prefixes)}
     out.update(env or {})
@@ -93,7 +98,7 @@ def run(
     argv = [str(a) for a in argv]
     tool = os.path.basename(argv[0])
     what = what or tool
-    full_env = _full_env(env, inherit, inherit_all)
+    full_env = _full_env(env, inherit, inherit_all, argv[0])
     if shutil.which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
@@ -113,11 +118,12 @@ def run(
     return result
 
 
-def _full_env(env: Mapping[str, str] | None, inherit: Sequence[str], inherit_all: bool) -> dict[str, str]:
+def _full_env(env: Mapping[str, str] | None, inherit: Sequence[str], inherit_all: bool,
+              program: str) -> dict[str, str]:
     for key, value in (env or {}).items():
         if any(s in key.upper() for s in ("PASSWORD", "TOKEN", "SECRET")):
             log.register_secret(value)
-    return child_env(env, inherit=inherit, inherit_all=inherit_all)
+    return child_env(env, inherit=inherit, inherit_all=inherit_all, program=program)
 
 
 def stream(
@@ -143,7 +149,7 @@ def stream(
     argv = [str(a) for a in argv]
     tool = os.path.basename(argv[0])
     what = what or tool
-    full_env = _full_env(env, (), False)
+    full_env = _full_env(env, (), False, argv[0])
     if shutil.which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
@@ -189,7 +195,7 @@ def spawn_daemon(argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] 
     """Start a long-running daemon in its own session (it outlives this process), output appended
     to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = _full_env(env, (), False)
+    full_env = _full_env(env, (), False, str(argv[0]))
     with open(log_path, "ab") as logf:
         try:
             child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,

@@ -599,6 +599,30 @@ class Registry:
                 raise exc.gave_up(retry.attempts_made(exc, self.policy)) from None
             raise
 
+    def granted(self, repo: str, actions: Iterable[str]) -> set[str] | None:
+        """The actions the token service grants these credentials on ``repo`` when asked for ``actions``
+        (what the token's ``access`` claim lists), or None when the registry does not say (no Bearer
+        tokens, or a token that is not a JWT): a preflight that learns what a token may do without doing it."""
+        if self._challenge is None:
+            self._retrying(self._discover)
+        kind, params = self._challenge or ("", {})
+        if kind.lower() != "bearer":
+            return None
+        wanted = f"repository:{repo}:{','.join(actions)}"
+        token = self._retrying(self._fetch_token, params, wanted)
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, UnicodeDecodeError):
+            return None
+        access = claims.get("access") if isinstance(claims, dict) else None
+        if not isinstance(access, list):
+            return None
+        return {str(a) for entry in access if isinstance(entry, dict) and entry.get("name") == repo
+                for a in entry.get("actions") or []}
+
     # ---- verbs
 
     def ping(self) -> None:

@@ -192,6 +192,9 @@ class GHCR:
     def delete(self, repo: str, digest: str, tags: Sequence[str] = ()) -> str:
         version = self.push_times(repo).get(digest)
         if version is None or not version.version_id:
+            self._versions.pop(repo, None)         # the list may be older than the image: ask GitHub again
+            version = self.push_times(repo).get(digest)
+        if version is None or not version.version_id:
             return "gone"
         r = self.http.call("DELETE", f"{self._versions_url(repo)}/{version.version_id}", ok=(404,),
                            what=f"delete package version {version.version_id} ({digest[:19]}) of {repo}",
@@ -262,10 +265,16 @@ class DockerHub:
         return out
 
     def can_delete(self, repo: str) -> str | None:
+        """Login works and the token may delete: Docker Hub grants ``delete`` only to a token with the
+        "Read, Write, Delete" permission, and says so in the registry token's ``access`` claim."""
         try:
             self._auth()
-        except VendorError as exc:
+            granted = self.oci.granted(repo, ("pull", "delete"))
+        except (VendorError, RegistryError) as exc:
             return str(exc)
+        if granted is not None and not {"delete", "*"} & granted:
+            return ("this Docker Hub token may not delete (granted: " + (", ".join(sorted(granted)) or "nothing")
+                    + "); deletes need an access token with the \"Read, Write, Delete\" permission")
         return None
 
     def delete(self, repo: str, digest: str, tags: Sequence[str] = ()) -> str:

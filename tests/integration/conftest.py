@@ -46,8 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def tools_required() -> bool:
-    """In CI (or with PIPELINE_REQUIRE_TOOLS) a missing tool is a failure, never a skip."""
-    return bool(os.environ.get("CI") or os.environ.get("PIPELINE_REQUIRE_TOOLS"))
+    """In CI (any CI the tool detects: GitHub, GitLab, Jenkins, which sets no CI variable; or with
+    PIPELINE_REQUIRE_TOOLS) a missing tool is a failure, never a skip."""
+    from pipeline.metadata.ci import detect_provider
+
+    return bool(os.environ.get("CI") or os.environ.get("PIPELINE_REQUIRE_TOOLS")
+                or detect_provider(os.environ) != "local")
 
 
 def missing(name: str, detail: str) -> None:

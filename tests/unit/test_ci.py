@@ -938,3 +938,15 @@ def test_git_binary_missing_is_unknown_not_a_crash(tmp_path: Path, monkeypatch: 
     git = Git(tmp_path)
     assert git.head_sha() is None
     assert detect({}, git=git).ref == ""
+
+
+def test_integration_tools_are_required_on_jenkins_too(monkeypatch):
+    """Jenkins sets no CI variable: the suite must still fail, not skip, when a tool is missing there."""
+    from tests.integration.conftest import tools_required
+
+    for name in ("CI", "PIPELINE_REQUIRE_TOOLS", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILD_ID",
+                 "BUILD_NUMBER", "JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert tools_required() is False                 # a laptop: skips are fine
+    monkeypatch.setenv("JENKINS_URL", "https://jenkins.example/")
+    assert tools_required() is True

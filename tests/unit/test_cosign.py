@@ -215,6 +215,13 @@ def test_failure_reason_and_policy_classification(name, reason, policy):
     assert c.is_policy_failure(code, text) is policy
 
 
+@pytest.mark.parametrize("stderr", ["panic: runtime error: invalid memory address", "Error: open /tmp/x: no such file",
+                                    "Error: unknown flag: --local-image", ""])
+def test_an_error_cosign_does_not_say_is_a_verdict_is_a_broken_tool(stderr):
+    """exit 1 with a message we do not recognise: exit 3 (the tool is broken), never "the signature is bad"."""
+    assert c.is_policy_failure(1, stderr) is False
+
+
 def test_failure_reason_falls_back_to_the_last_line():
     assert c.failure_reason("one\ntwo\n\n") == "two"
     assert c.failure_reason("") == ""

@@ -211,6 +211,9 @@ def test_docker_hub_push_time_is_the_first_push_of_any_tag_and_deletes_tags_firs
         def manifest_delete(self, repo: str, digest: str) -> None:
             self.deleted.append(digest)
 
+        def granted(self, repo: str, actions) -> set[str] | None:
+            return None                       # the registry does not say: login working is all we know
+
     oci = FakeOCI()
     hub = vendors.DockerHub("hub", Credentials("me", "dckr_pat_x"), oci, policy=FAST)
     hub.http.client = httpx.Client(transport=httpx.MockTransport(handler))
@@ -257,8 +260,8 @@ def test_ecr_through_the_aws_cli(monkeypatch):
 
 
 def test_ecr_through_boto3_against_moto():
-    moto = pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
+    import boto3          # the test extra installs both: a missing one is a broken set-up, not a skip
+    import moto
     env = {"AWS_ACCESS_KEY_ID": "AKIDMOTOUNIT", "AWS_SECRET_ACCESS_KEY": "moto-unit-secret", "AWS_REGION": "eu-west-1"}
     with moto.mock_aws():
         raw = boto3.client("ecr", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
@@ -364,3 +367,94 @@ def test_apply_needs_lifecycle_enabled(tmp_path):
     cfg.write_text(CONFIG)
     code, _, err = cli(["prune", "--config", str(cfg), "--apply"], tmp_path)
     assert code == EXIT_USAGE and "lifecycle.enabled: false, so prune only previews" in err
+
+
+def test_ghcr_asks_again_before_it_calls_a_digest_gone():
+    """The versions list is read once per run; an image pushed after that is not "gone" until GitHub says so."""
+    pushed_later = {"now": False}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/orgs/"):
+            return httpx.Response(404, json={"message": "Not Found"})
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        versions = [{"id": 1, "name": d("a"), "created_at": "2025-01-01T00:00:00Z", "metadata": {}}]
+        if pushed_later["now"]:
+            versions.append({"id": 7, "name": d("late"), "created_at": "2025-01-03T00:00:00Z", "metadata": {}})
+        return httpx.Response(200, json=versions, headers={"X-OAuth-Scopes": "delete:packages"})
+
+    g = vendors.GHCR("ghcr", Credentials("u", "ghp_test"), policy=FAST)
+    g.http.client = httpx.Client(transport=httpx.MockTransport(handler))
+    assert set(g.push_times("acme/app")) == {d("a")}
+    pushed_later["now"] = True
+    assert g.delete("acme/app", d("late")) == "deleted"
+    assert g.delete("acme/app", d("never")) == "gone"
+
+
+def test_after_deleting_every_digest_is_asked_for_again_tagged_or_not():
+    class Client:
+        def __init__(self, served):
+            self.served = served
+
+        def tags(self, repo):
+            return ["v1"]
+
+        def manifest_head(self, repo, digest):
+            return object() if digest in self.served else None
+
+    done = [hygiene.Deleted("r", "app", d("tagged"), ("v1",), "image", "deleted"),
+            hygiene.Deleted("r", "app", d("untagged"), (), "image", "deleted"),
+            hygiene.Deleted("r", "app", d("ok"), (), "image", "gone")]
+    found = hygiene.leftovers([], done, {"r": Client({d("untagged")})})
+    assert found == ["r: app:v1", f"r: app@{d('untagged')} is still served"]
+
+
+def test_a_plain_registry_says_per_rule_that_untagged_rules_see_only_tagged_images():
+    """registry:2 lists no untagged manifest: the preview says so for each rule that would need them."""
+    untagged_rule = lifecycle.parse_rules([{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType":
+                                            "sinceImagePushed", "countUnit": "days", "countNumber": 7},
+                                            "action": {"type": "expire"}}], source="t")
+    s = snap([Image(d("a"), OCI_INDEX, ("v1",), pushed_at=ago(30))])
+    s.notes.append(hygiene.UNTAGGED_UNLISTED)         # what the walker notes for a distribution registry
+    p = hygiene.plan(s, untagged_rule, NOW)
+    assert any(n.startswith('rule 1 (tagStatus "untagged"): this registry cannot list untagged') for n in p.notes)
+    assert not any(n.startswith("rule ") for n in hygiene.plan(s, keep_newest(1), NOW).notes)
+
+
+def _jwt(claims: dict) -> str:
+    import base64 as b64
+
+    def part(data: dict) -> str:
+        return b64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+@pytest.mark.parametrize("actions, ok", [(["pull"], False), (["pull", "push"], False), (["pull", "delete"], True),
+                                         (["*"], True)])
+def test_docker_hub_preflight_asks_what_the_token_may_do(actions, ok):
+    """A read/write token logs in fine, then --apply would delete tags and fail on the digest: the preflight
+    reads the registry token's access claim instead."""
+    from pipeline.tools.registry import Registry
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.test/token",'
+                                                                    'service="registry.test"'})
+        if request.url.host == "auth.test":
+            scope = request.url.params.get("scope")
+            repo = scope.split(":")[1]
+            return httpx.Response(200, json={"token": _jwt({"access": [{"type": "repository", "name": repo,
+                                                                        "actions": actions}]})})
+        return httpx.Response(404)
+
+    def hub_api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": "hubtoken"})
+
+    oci = Registry("registry.test", name="hub", credentials=Credentials("me", "dckr_pat_x"), policy=FAST,
+                   transport=httpx.MockTransport(registry))
+    hub = vendors.DockerHub("hub", Credentials("me", "dckr_pat_x"), oci, policy=FAST)
+    hub.http.client = httpx.Client(transport=httpx.MockTransport(hub_api))
+    reason = hub.can_delete("acme/app")
+    assert (reason is None) is ok, reason
+    if not ok:
+        assert '"Read, Write, Delete"' in reason and "dckr_pat_x" not in reason
