@@ -1,8 +1,10 @@
 """A small, strict YAML writer for the files ``pipeline`` generates (CI workflows, Kubernetes manifests).
 
-The project reads no YAML, so it needs no YAML library: this writes block-style YAML
-from plain data (dict, list, str, int, float, bool, None) that every YAML 1.1 and 1.2
-parser reads back as the same data. Strings are written plain only when no parser could
+Reading YAML goes through PyYAML (``.trivyignore.yaml``); writing is our own, because the
+output must be exact and stable (PyYAML's ``safe_dump`` quotes, folds and orders keys its own
+way, and writes no comments): this writes block-style YAML from plain data (dict, list, str,
+int, float, bool, None) that every YAML 1.1 and 1.2 parser reads back as the same data (the
+tests read it back with PyYAML). Strings are written plain only when no parser could
 take them for something else (``on``, ``yes``, ``1.2``, ``2024-01-01``, ``a: b``, ``#x``
 are quoted); multi-line strings become literal blocks (``|``) so scripts stay readable.
 :class:`Comment` keys put ``# …`` lines into a mapping, for generated files people edit.

@@ -1,19 +1,44 @@
-"""Pure: parse package URLs and match one against a constraint, as Trivy's ignore file does.
+"""Pure: parse package URLs and match one against a constraint, exactly as Trivy 0.59.1 does.
 
-``pkg:type/namespace/name@version?qualifiers#subpath`` (package-url spec). A
-constraint matches a package when type, namespace and name are equal, its
-version (when given) is equal, its subpath (when given) is equal, and each of
-its qualifiers is present on the package with the same value.
+``pkg:type/namespace/name@version?qualifiers#subpath`` (package-url spec), parsed the way
+packageurl-go v0.1.3 (``FromString``, which Trivy's ``pkg/purl`` wraps) parses it, because a
+``.trivyignore.yaml`` ``purls:`` entry must match what Trivy matches:
+
+* the type is lowercased and must look like one (``[A-Za-z.+-][0-9A-Za-z.+-]*``);
+* the version is split at the last ``@`` of the last path segment; namespace, name and version are
+  percent-decoded; slashes around the namespace are trimmed;
+* type-specific normalisation: the namespace lowercased for alpm, apk, bitbucket, composer, deb,
+  github, golang, npm, qpkg and rpm; the name for alpm, apk, bitbucket, bitnami, composer, deb, github,
+  golang and npm; pypi names lowercased with ``_`` as ``-``;
+* qualifiers decoded as form values (``+`` is a space), keys checked and lowercased, empty values
+  dropped, a key given twice an error;
+* the subpath trimmed of slashes; ``.`` or ``..`` segments are an error.
+
+Hand-written on purpose: packageurl-python normalises with other tables (npm namespaces and
+golang/deb/rpm kept as written, other types lowercased) and disagrees on ``?a``, ``+`` and duplicate
+keys, so it would not match what Trivy matches.
+
+A constraint matches a package when type, namespace and name are equal, its version (when given) is
+equal, its subpath (when given) is equal, and each of its qualifiers is on the package with the same
+value (Trivy's ``PackageURL.Match``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 
 class PurlError(ValueError):
     pass
+
+
+TYPE = re.compile(r"^[A-Za-z.+-][0-9A-Za-z.+-]*$")
+QUALIFIER_KEY = re.compile(r"^[A-Za-z._-][0-9A-Za-z._-]*$")
+LOWER_NAMESPACE = frozenset({"alpm", "apk", "bitbucket", "composer", "deb", "github", "golang", "npm", "qpkg",
+                             "rpm"})
+LOWER_NAME = frozenset({"alpm", "apk", "bitbucket", "bitnami", "composer", "deb", "github", "golang", "npm"})
 
 
 @dataclass(frozen=True)
@@ -44,19 +69,44 @@ def parse(text: str) -> Purl:
     rest, _, subpath = rest.partition("#")
     rest, _, query = rest.partition("?")
     typ, sep, path = rest.partition("/")
-    if not sep or not typ or not path:
+    if not sep or not typ or not path.strip("/"):
         raise PurlError(f"'{text}' has no type/name")
+    if not TYPE.match(typ):
+        raise PurlError(f"'{text}': '{typ}' is not a package type")
+    typ = typ.lower()
+    head, _, last = path.strip("/").rpartition("/")
     version = ""
-    if "@" in path:
-        path, version = path.rsplit("@", 1)
-    parts = [unquote(p) for p in path.strip("/").split("/") if p]
-    if not parts:
+    if "@" in last:
+        last, version = last.rsplit("@", 1)
+    if not last:
         raise PurlError(f"'{text}' has no name")
-    qualifiers: dict[str, str] = {}
+    namespace, name = unquote(head).strip("/"), unquote(last)
+    if typ in LOWER_NAMESPACE:
+        namespace = namespace.lower()
+    if typ in LOWER_NAME:
+        name = name.lower()
+    elif typ == "pypi":
+        name = name.lower().replace("_", "-")
+    return Purl(type=typ, name=name, namespace=namespace, version=unquote(version),
+                qualifiers=_qualifiers(text, query), subpath=_subpath(text, subpath))
+
+
+def _qualifiers(text: str, query: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for pair in filter(None, query.split("&")):
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise PurlError(f"'{text}': qualifier '{pair}' is not key=value")
-        qualifiers[key.lower()] = unquote(value)
-    return Purl(type=typ.lower(), name=parts[-1], namespace="/".join(parts[:-1]), version=unquote(version),
-                qualifiers=qualifiers, subpath=unquote(subpath.strip("/")))
+        key, _, value = pair.partition("=")
+        if not QUALIFIER_KEY.match(key):
+            raise PurlError(f"'{text}': '{key}' is not a qualifier key")
+        key, value = key.lower(), unquote_plus(value)
+        if key in out:
+            raise PurlError(f"'{text}': the qualifier '{key}' is given twice")
+        if value:
+            out[key] = value
+    return out
+
+
+def _subpath(text: str, subpath: str) -> str:
+    parts = subpath.strip("/").split("/") if subpath.strip("/") else []
+    if any(p in (".", "..") for p in parts[1:]):
+        raise PurlError(f"'{text}': the subpath may not hold '.' or '..'")
+    return "/".join(unquote(p) for p in parts)

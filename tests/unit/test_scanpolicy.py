@@ -301,3 +301,35 @@ def test_fail_on_equals_trivys_severity_set_from_that_level_up(items, fail_on, u
     kept = [x for x in found if x.severity in trivy_set and (not unfixed or x.status == "fixed")]
     assert sorted(x.id for x in v.blocking) == sorted(x.id for x in kept)
     assert v.passed == (not kept)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("pkg:pypi/Django_Rest@1.0", ("pypi", "", "django-rest", "1.0", {}, "")),
+    ("pkg:npm/@angular/core", ("npm", "@angular", "core", "", {}, "")),
+    ("pkg:npm/@Angular/Core@1.0.0", ("npm", "@angular", "core", "1.0.0", {}, "")),
+    ("pkg:npm/%40angular/core@1.0.0", ("npm", "@angular", "core", "1.0.0", {}, "")),
+    ("pkg:golang/github.com/Foo/Bar@v1.0.0#sub/dir", ("golang", "github.com/foo", "bar", "v1.0.0", {}, "sub/dir")),
+    ("pkg:deb/debian/OpenSSL@1.1?arch=amd64&distro=debian-12",
+     ("deb", "debian", "openssl", "1.1", {"arch": "amd64", "distro": "debian-12"}, "")),
+    ("pkg:maven/org.Apache/Commons-IO@2.6?Type=jar", ("maven", "org.Apache", "Commons-IO", "2.6", {"type": "jar"}, "")),
+    ("pkg:generic/a+b@1?k=a+b&e=", ("generic", "", "a+b", "1", {"k": "a b"}, "")),
+    ("pkg://npm/x", ("npm", "", "x", "", {}, "")),
+    ("pkg:npm/x?a", ("npm", "", "x", "", {}, "")),
+])
+def test_purls_parse_as_trivys_packageurl_go_parses_them(text, expected):
+    """The table from reading packageurl-go v0.1.3 (what Trivy 0.59.1 pins): an ignore entry written with
+    other case or `_` must match where Trivy matches."""
+    p = purl.parse(text)
+    assert (p.type, p.namespace, p.name, p.version, p.qualifiers, p.subpath) == expected
+
+
+@pytest.mark.parametrize("text", ["pkg:npm/x@1?a=1&A=2", "pkg:npm/x?1a=b", "pkg:golang/x/y@v1#/sub/./dir/",
+                                  "pkg:", "npm/x", "pkg:npm", "pkg:npm/", "pkg:n*m/x"])
+def test_purls_trivy_refuses_are_refused(text):
+    with pytest.raises(purl.PurlError):
+        purl.parse(text)
+
+
+def test_an_ignore_purl_in_other_case_matches_trivys_package():
+    assert purl.parse("pkg:pypi/Django_Rest").matches(purl.parse("pkg:pypi/django-rest@4.0"))
+    assert purl.parse("pkg:npm/@Angular/Core?e=").matches(purl.parse("pkg:npm/%40angular/core@1.0.0"))
