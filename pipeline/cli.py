@@ -21,6 +21,12 @@ from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_POLICY, 
 from pipeline.metadata import ci
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port (0 to 65535)")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line UsageError instead of printing usage and exiting."""
 
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status", "adduser"))
     p.add_argument("user", nargs="?", help="adduser: the user name (password from stdin or $PIPELINE_REGISTRY_PASSWORD)")
     p.add_argument("--name", default="local", help="instance name (default: local)")
-    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    p.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default: 5000; 0: any free one)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--data-dir", metavar="DIR", help="where images are kept (default: .pipeline/registry/NAME/data)")
     p.add_argument("--auth", action="store_true", help="require htpasswd (bcrypt) authentication")

@@ -205,8 +205,11 @@ class RegistryConfig(Section):
             raise ValueError(f"'{v}' has a scheme; write host[:port][/namespace], e.g. ghcr.io/acme")
         if "@" in v:
             raise ValueError("credentials do not belong in the url; use username_env/password_env")
-        if not REGISTRY_URL.match(v):
+        m = REGISTRY_URL.match(v)
+        if not m:
             raise ValueError(f"'{v}' is not host[:port][/namespace] (namespace lowercase)")
+        if m.group("port") and not 0 < int(m.group("port")) < 65536:
+            raise ValueError(f"'{v}': port {m.group('port')} is not between 1 and 65535")
         return v.rstrip("/")
 
     @model_validator(mode="after")
@@ -825,12 +828,13 @@ class Config(Section):
     @model_validator(mode="after")
     def _registries(self) -> Config:
         names = [r.name for r in self.registries]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"registry name '{dupes[0]}' is used twice")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise At(f"registries[{i}].name", f"the registry name '{name}' is used twice (also registries"
+                         f"[{names.index(name)}]); give each [[registries]] entry its own name")
         if self.staging.registry is not None and self.staging.registry not in names:
-            raise ValueError(f"staging.registry '{self.staging.registry}' is not the name of a [[registries]] entry"
-                             f" ({', '.join(names) or 'none defined'})")
+            raise At("staging.registry", f"'{self.staging.registry}' is not the name of a [[registries]] entry"
+                     f" ({', '.join(names) or 'none defined'})")
         return self
 
     @property

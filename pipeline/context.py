@@ -78,7 +78,10 @@ def source_date(env: Mapping[str, str], wall_clock: datetime | None = None) -> d
         return wall_clock or datetime.now(timezone.utc)
     if not raw.isdigit():
         raise ConfigError(f"SOURCE_DATE_EPOCH: '{raw}' is not a whole number of seconds since 1970")
-    return datetime.fromtimestamp(int(raw), timezone.utc)
+    try:
+        return datetime.fromtimestamp(int(raw), timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise ConfigError(f"SOURCE_DATE_EPOCH: {raw[:30]} is past any date this machine can hold") from None
 
 
 def short_sha_length(config: Config, env: Mapping[str, str]) -> float:

@@ -147,12 +147,17 @@ def ecr_refresh(secret_name: str, namespace: str, host: str, opts: RefreshOption
     return [sa, role, binding, cron]
 
 
-def documents(*, name: str, namespace: str, host: str, creds: Credentials, registry: str = "",
-              service_account_name: str | None = None, refresh: RefreshOptions | None = None) -> list[dict[str, Any]]:
+def check_names(name: str, namespace: str, service_account_name: str | None) -> None:
+    """The Kubernetes names a pull secret is written under. Raises ValueError naming the bad argument."""
     check_name(name, "--name")
     check_name(namespace, "--namespace", label=True)
     if service_account_name:
         check_name(service_account_name, "--service-account")
+
+
+def documents(*, name: str, namespace: str, host: str, creds: Credentials, registry: str = "",
+              service_account_name: str | None = None, refresh: RefreshOptions | None = None) -> list[dict[str, Any]]:
+    check_names(name, namespace, service_account_name)
     docs = [secret(name, namespace, docker_config(host, creds), registry=registry)]
     if service_account_name:
         docs.append(service_account(service_account_name, namespace, name))
@@ -185,6 +190,10 @@ def make(cfg: Config, env: Mapping[str, str], *, registry: str, name: str, names
     """The pull secret for one configured registry, from the credentials a release would use."""
     from pipeline.access.registries import Access, ecr_region
 
+    try:
+        check_names(name, namespace, service_account_name)   # before any credential is looked up
+    except ValueError as exc:
+        raise UsageError(f"pipeline pull-secret: {exc}") from None
     reg = cfg.registry(registry)
     if reg.auth == "none":
         raise UsageError(f"pipeline pull-secret: registry '{reg.name}' has auth = \"none\": nodes pull without a"

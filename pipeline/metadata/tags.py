@@ -20,6 +20,10 @@ class TagsOutput:
         return self.result.refs(self.images)
 
 
+#: the distribution spec's tag grammar: ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``
+MAX_TAG = 128
+
+
 def compute_tags(ctx: Context) -> TagsOutput:
     """The one place config + CI context become tags (used by `tags`, `plan` and `release`); computed
     once per run (the stages that skip without release tags ask too)."""
@@ -40,6 +44,11 @@ def _compute(ctx: Context) -> TagsOutput:
         where = f"tags.{exc.field}" + (f"[{exc.index}]" if exc.index is not None else "")
         line = f" in \"{exc.line}\"" if exc.line else ""
         raise ConfigError(f"{ctx.config_path}: {where}: {exc}{line}") from None
+    too_long = next((t for t in result.tags if len(t) > MAX_TAG), None)
+    if too_long is not None:
+        raise ConfigError(f"tags: '{too_long[:40]}…' ({len(too_long)} characters, from {ctx.ci.ref or 'this checkout'})"
+                          f" is longer than the {MAX_TAG} characters a registry accepts in a tag; shorten the ref, or"
+                          " give the tag rule a pattern or value that is shorter")
     return TagsOutput(result=result, images=tuple(cfg.images()))
 
 

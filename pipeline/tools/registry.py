@@ -1056,9 +1056,12 @@ class Registry:
             if r.status_code == 404:
                 return out
             try:
-                out.extend(r.json().get(key) or [])
+                items = r.json().get(key) or []
             except (ValueError, AttributeError):
                 raise RegistryError(self.name, f"{what}: the answer is not the expected JSON") from None
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise RegistryError(self.name, f"{what}: '{key}' in the answer is not a list of names")
+            out.extend(items)
             link = _next_link(r)
             url = urljoin(self.base + "/", link) if link else None
         return sorted(set(out))  # registries differ in order (distribution 2.8: storage order); plans must not

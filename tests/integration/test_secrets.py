@@ -10,6 +10,8 @@ and short-lived ones included (the docker CLI's plugins, cosign, Trivy, git). Th
 * the cosign password only in cosign's environment, and nowhere else;
 * none of them in stdout, stderr (JSON logs), any file under ``dist/``, or the image;
 * the build secret did reach the build: the image holds its SHA-256, made by a ``RUN --mount=type=secret``.
+  BuildKit's cache key of such a step leaves the secret out (as docker's does), so the step carries a
+  nonce: on a machine that ran this test before, a cached layer would hold the old token's digest.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 ARG TARGETARCH
-RUN --mount=type=secret,id=npm sha256sum /run/secrets/npm | cut -c1-64 > /npm.sha
+RUN --mount=type=secret,id=npm echo {nonce} >/dev/null && sha256sum /run/secrets/npm | cut -c1-64 > /npm.sha
 COPY app.txt /app.txt
 """
 EXECVE = re.compile(r'^execve\("(?P<prog>[^"]*)", \[(?P<argv>.*?)\], \[(?P<env>.*)\]\) = (?P<rc>-?\d+)')
@@ -82,7 +84,7 @@ def test_every_secret_reaches_only_the_tool_that_needs_it(tmp_path, registries, 
     keys = subprocess.run([sys.executable, "-m", "pipeline", "keygen", "--output", str(tmp_path / "keys" / "release")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert keys.returncode == 0, keys.stderr[-2000:]
-    cfg = project.write_project(tmp_path, registries, offline_base, name="secrets/app", dockerfile=DOCKERFILE,
+    cfg = project.write_project(tmp_path, registries, offline_base, name="secrets/app", dockerfile=DOCKERFILE.format(nonce=secrets_mod.token_hex(8)),
                                 sign=f'key = "{tmp_path / "keys" / "release.key"}"\ntlog_upload = false\n',
                                 extra='[image.secrets.npm]\nenv = "NPM_TOKEN"\n')
     registry_passwords = [r.password for r in registries.values() if r.password]

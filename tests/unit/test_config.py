@@ -89,7 +89,7 @@ def test_flavor_error(tmp_path):
 
 def test_staging_must_name_a_registry(tmp_path):
     msg = error_of(tmp_path, MINIMAL + '[[registries]]\nname = "a"\nurl = "ghcr.io/acme"\n[staging]\nregistry = "b"\n')
-    assert "staging.registry 'b'" in msg
+    assert "staging.registry: 'b' is not the name" in msg
 
 
 def test_insecure_default_only_for_loopback(tmp_path):
