@@ -148,8 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--install", action="store_true",
                    help="install what is missing (root on Debian/Ubuntu) and start dockerd")
+    p.add_argument("--download-base", metavar="URL",
+                   help="without root: fetch trivy, cosign, buildx and the registry from this mirror of their"
+                        " release files (with the checksum files) instead of GitHub; also $PIPELINE_DOWNLOAD_BASE")
     p.add_argument("--current", action="store_true",
-                   help="also unpack Debian unstable's cosign, crane and buildx (today's tool lines) into"
+                   help="also unpack Debian unstable's cosign, crane, buildx and dockerd (today's tool lines) into"
                         " /opt/pipeline-toolchain/current/bin, beside the default toolchain (PATH unchanged)")
     return parser
 
@@ -290,7 +293,11 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.setup import toolchain
 
-    data, text = toolchain.doctor(install_missing=args.install, current=args.current)
+    base = args.download_base or env.get("PIPELINE_DOWNLOAD_BASE") or None
+    if base is not None and not base.startswith(("https://", "http://")):
+        raise UsageError(f"--download-base: '{base}' is not an http(s) URL (serve the mirror directory over"
+                         " HTTP)")
+    data, text = toolchain.doctor(install_missing=args.install, current=args.current, download_base=base)
     _emit(data, args.format, lambda: text, out)
     return EXIT_OK
 

@@ -281,7 +281,9 @@ class StagingConfig(Section):
 
 class BuildConfig(Section):
     enabled: bool = True
-    mode: Literal["single", "split"] = "single"
+    mode: Literal["auto", "single", "split"] = Field(
+        default="auto", description="auto: one buildx call for every platform where the builder can (containerd"
+        " image store, docker-container), else one call per platform merged by digest (the classic store)")
     builder: str | None = None
     cache: Literal["inline", "registry", "none"] = "inline"
     provenance: bool = False

@@ -8,6 +8,9 @@ pushes to a registry the tool runs on loopback for the build, and the image is f
 there into the layout. See :mod:`pipeline.build.local`.
 
 Modes:
+- ``auto`` (the default): ``single`` where the builder can build several platforms in one call
+  (the docker driver on the containerd image store, docker-container, remote, kubernetes),
+  else the release builds each platform in turn and merges them (the classic image store).
 - ``single``: all platforms in one buildx call (builder must support it).
 - ``split``: one platform per call (``pipeline build --platform P --digest-out DIR`` on
   any machine: it builds, scans and uploads that platform to staging), then
@@ -157,8 +160,9 @@ class Build:
         elif ctx.options.platform:
             how = f"one buildx call for {ctx.options.platform}"
         else:
-            how = (f"{'one buildx call' if mode == 'single' else 'one buildx call per platform'} for "
-                   f"{', '.join(cfg.image.platforms)}")
+            how = {"single": "one buildx call", "split": "one buildx call per platform",
+                   "auto": "one buildx call (one per platform, merged, where the builder cannot build several)"}[mode]
+            how = f"{how} for {', '.join(cfg.image.platforms)}"
         return (f"{how} from {cfg.image.dockerfile} into a local OCI layout ({IMAGES_DIR}/<key>); reused when that"
                 f" layout, or the candidate in {reg.url}/{repo.split('/', 1)[-1]} ({cfg.staging.tag_prefix}<key>),"
                 " has the same build inputs")
@@ -254,7 +258,7 @@ class Build:
                platform: str | None) -> tuple[Layout, str]:
         cfg = ctx.config
         platforms = (platform,) if platform else tuple(cfg.image.platforms)
-        if platform or cfg.build.mode == "single":
+        if platform or len(platforms) == 1 or builder.one_call(cfg.build.mode, platforms):
             return builder.build(platforms, layout_dir, manifest=bool(platform))
         parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
                  for p in platforms}

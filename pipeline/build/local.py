@@ -35,8 +35,6 @@ from pipeline.tools.oci import INDEX_TYPES, Layout, LayoutError
 if TYPE_CHECKING:
     from pipeline.build.base import BaseImage
 
-LOOPBACK_NAME = "build"
-LOOPBACK_STATE = Path(".pipeline/registry")
 CACHE_DIR = Path(".pipeline/buildcache")
 
 
@@ -134,6 +132,19 @@ class Builder:
                 raise ToolError(f"build: builder {info.name} cannot build several platforms in one call ({why});"
                                 " set build.mode = \"split\"", tool="buildx")
         return info
+
+    def one_call(self, mode: str, platforms: tuple[str, ...]) -> bool:
+        """Build ``platforms`` in one buildx call? ``single``: yes; ``split``: no; ``auto``: when the builder
+        can (said once in the log when it cannot, so a slow per-platform build is never a mystery)."""
+        if mode != "auto":
+            return mode == "single"
+        facts = self._facts()
+        assert facts.info is not None
+        ok, why = buildx.multi_platform_reason(facts.info.driver, facts.engine)
+        if not ok:
+            self.logger.info("build.per_platform", platforms=",".join(platforms), reason=why,
+                             note="build.mode = \"auto\": one buildx call per platform, merged by digest")
+        return ok
 
     def _facts(self) -> buildx.BuilderFacts:
         """The builder and the engine, inspected once per release (started early by the CLI when it could)."""
@@ -297,7 +308,7 @@ class Builder:
         if len(platforms) != 1:
             raise ToolError("build: this builder can only push one platform per call (the docker driver without"
                             " the containerd image store); set build.mode = \"split\"", tool="buildx")
-        inst = localregistry.start(LOOPBACK_NAME, port=0, state_root=LOOPBACK_STATE)
+        inst = localregistry.build_loopback()
         cfg = self.ctx.config
         repo = f"build/{cfg.image.name}"
         args = dict(self.args)

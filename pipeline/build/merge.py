@@ -13,19 +13,6 @@ from pipeline.metadata.tags import TagsOutput
 from pipeline.tools.oci import OCI_INDEX, Descriptor, Layout, platform_name
 
 
-def _platform(layout: Layout, digest: str) -> dict[str, str]:
-    manifest = layout.json(digest)
-    config = layout.json(manifest["config"]["digest"])
-    platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
-    if config.get("variant"):
-        platform["variant"] = config["variant"]
-    return platform
-
-
-def _entry(layout: Layout, digest: str) -> dict[str, Any]:
-    return {**layout.descriptor(digest).to_dict(), "platform": _platform(layout, digest)}
-
-
 def _index(entries: list[dict[str, Any]], tags: TagsOutput) -> bytes:
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     ann = {k.split(":", 1)[1]: v for k, v in tags.result.annotations.items() if k.startswith("index:")}
@@ -36,7 +23,7 @@ def _index(entries: list[dict[str, Any]], tags: TagsOutput) -> bytes:
 
 def wrap_index(layout: Layout, digest: str, tags: TagsOutput) -> str:
     """An index over the one manifest ``digest`` (a single-platform build), made the layout's root."""
-    body = _index([_entry(layout, digest)], tags)
+    body = _index([layout.platform_entry(digest)], tags)
     index = layout.put(body)
     layout.set_root(Descriptor(OCI_INDEX, index, len(body)))
     return index
@@ -51,7 +38,7 @@ def merge_layouts(dest: Path, parts: list[tuple[Layout, str]], tags: TagsOutput)
     for part, digest in parts:
         for kind, desc in part.walk(digest):
             _link(part.blob_path(desc.digest), merged.blob_path(desc.digest))
-    body = _index([_entry(merged, digest) for _, digest in parts], tags)
+    body = _index([merged.platform_entry(digest) for _, digest in parts], tags)
     index = merged.put(body)
     merged.set_root(Descriptor(OCI_INDEX, index, len(body)))
     if dest.exists():

@@ -475,6 +475,16 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
     return inst
 
 
+
+#: the registry a builder that can only push (the docker driver on the classic image store) pushes to
+BUILD_LOOPBACK = "build"
+
+
+def build_loopback() -> RegistryInstance:
+    """The loopback registry of builds (started once, on a free port, kept for later builds)."""
+    return start(BUILD_LOOPBACK, port=0, state_root=DEFAULT_STATE_ROOT)
+
+
 def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
     secret = secrets.token_hex(32)
     log.register_secret(secret)

@@ -6,7 +6,9 @@
 The result is an OCI index (no provenance attestation) in a local OCI layout, built with
 ``docker buildx build --platform … --output type=oci,dest=DIR,tar=false`` (the default ``docker``
 driver on the containerd image store builds several platforms in one call; the foreign ones run
-their ``RUN`` steps under QEMU). BuildKit writes only that local layout.
+their ``RUN`` steps under QEMU). BuildKit writes only that local layout. On the classic image
+store, where the docker driver can write no file, each platform is pushed to the loopback registry
+of builds and fetched from there into the layout by the project's client.
 
 A release hands the layout to BuildKit as a named build context
 (``--build-context NAME=oci-layout://DIR@sha256:…``, :func:`offline_base`), so nothing is pulled
@@ -215,6 +217,50 @@ def build_argv(context: Path, dest: Path, platforms: Sequence[str], metadata_fil
             "--label", f"{KEY_LABEL}={key}", str(context)]
 
 
+def push_argv(context: Path, ref: str, platform: str, metadata_file: Path, key: str) -> list[str]:
+    """The command line for a builder that can only push (the docker driver on the classic image store):
+    one platform, pushed to the build's loopback registry (pure)."""
+    return ["docker", "buildx", "build", "--builder", "default", "--platform", platform, *BUILD_OPTIONS,
+            "--output", f"type=image,name={ref},push=true,oci-mediatypes=true", "--metadata-file",
+            str(metadata_file), "--label", f"{KEY_LABEL}={key}", str(context)]
+
+
+def _build(context: Path, built: Path, platforms: Sequence[str], metadata: Path, key: str) -> str:
+    """Build the base into the layout ``built``; its index digest. The containerd image store writes the
+    layout itself; the classic store cannot write files, so each platform goes to the loopback registry
+    of builds and our client fetches it into the layout, under an index made here."""
+    import json
+
+    from pipeline.setup import localregistry
+    from pipeline.tools import docker, transfer
+    from pipeline.tools.oci import OCI_INDEX, Descriptor
+    from pipeline.tools.registry import Registry
+
+    engine = docker.engine_info()
+    if engine is None or engine.containerd_snapshotter:
+        proc.run(build_argv(context, built, platforms, metadata, key), timeout=BUILD_TIMEOUT_S,
+                 what="offline base: build into a local OCI layout")
+        return Layout(built).root().digest
+    inst = localregistry.build_loopback()
+    layout = Layout.create(built)
+    entries = []
+    with Registry(inst.host, name="loopback", insecure=True) as loop:
+        for platform in platforms:
+            ref = f"{inst.host}/{DEFAULT_REPOSITORY}:{key_tag(key)}-{target_arch(platform)}"
+            proc.run(push_argv(context, ref, platform, metadata, key), timeout=BUILD_TIMEOUT_S,
+                     what=f"offline base: build {platform} (classic image store: through the loopback registry)")
+            digest = json.loads(metadata.read_text()).get("containerimage.digest")
+            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+                raise ToolError(f"offline base: buildx reported no image digest for {ref}", tool="buildx")
+            transfer.pull(loop, DEFAULT_REPOSITORY, digest, layout)
+            entries.append(layout.platform_entry(digest))
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                      separators=(",", ":")).encode()
+    index = layout.put(body)
+    layout.set_root(Descriptor(OCI_INDEX, index, len(body)))
+    return index
+
+
 def _busyboxes(platforms: Sequence[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for p in platforms:
@@ -280,9 +326,7 @@ def offline_base(platforms: Sequence[str] = DEFAULT_PLATFORMS, *, root: Path = D
         (ctx / "Dockerfile").write_text(DOCKERFILE)
         metadata = Path(tmp) / "metadata.json"
         built = Path(out) / "layout"
-        proc.run(build_argv(ctx, built, platforms, metadata, key), timeout=BUILD_TIMEOUT_S,
-                 what="offline base: build into a local OCI layout")
-        digest = Layout(built).root().digest
+        digest = _build(ctx, built, platforms, metadata, key)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(built, dest)

@@ -319,6 +319,13 @@ def _is_debian_like(f: Facts) -> bool:
     return f.os_id in ("debian", "ubuntu") or bool({"debian", "ubuntu"} & set(f.os_like))
 
 
+def _major(version: str) -> int:
+    """The major of ``2.5.0``, ``v3.1.1`` or a bare ``2`` (all the detection knows of an unpackaged
+    Debian build); 0 when it says nothing."""
+    m = re.match(r"v?(\d+)", version.strip())
+    return int(m.group(1)) if m else 0
+
+
 def missing_tools(f: Facts) -> tuple[str, ...]:
     """Tool names (as in :data:`NEEDED_BY`) that are absent or too old."""
     out = []
@@ -333,7 +340,7 @@ def missing_tools(f: Facts) -> tuple[str, ...]:
         out.append("qemu-binfmt")
     if not f.trivy:
         out.append("trivy")
-    if not f.cosign or (version_tuple(f.cosign) or (0,))[0] < MIN_COSIGN_MAJOR:
+    if not f.cosign or _major(f.cosign) < MIN_COSIGN_MAJOR:
         out.append("cosign")
     if not f.registry:
         out.append("docker-registry")
@@ -499,7 +506,7 @@ def cosign_version() -> str | None:
     v = parse_cosign_version(text)
     if v:
         return v
-    path = os.path.realpath(shutil.which("cosign") or "")
+    path = os.path.realpath(proc.which("cosign") or "")
     if path.startswith(str(TOOLS_DIR)) and "cosign" in _recorded_versions():
         return _deb_upstream(_recorded_versions()["cosign"])
     dq = _out(["dpkg-query", "-S", path]) if path else None
@@ -596,11 +603,11 @@ def probe() -> list[ToolStatus]:
         out.append(ToolStatus(name, found, version, detail, NEEDED_BY[name]))
 
     add("docker", bool(f.docker_client), f.docker_client,
-        f"docker client at {shutil.which('docker')}" if f.docker_client else "docker CLI not found")
+        f"docker client at {proc.which('docker')}" if f.docker_client else "docker CLI not found")
     if engine:
         store = ("containerd image store (snapshotter " + engine.driver + ")" if engine.containerd_snapshotter
-                 else f"classic image store ({engine.driver}): multi-platform builds need the containerd "
-                      "image store")
+                 else f"classic image store ({engine.driver}): releases build one platform per buildx call"
+                      " (build.mode = \"auto\"); the containerd image store builds them in one")
         add("docker-engine", True, engine.server_version, f"daemon reachable; {store}")
     elif f.dockerd:
         add("docker-engine", False, f.dockerd, f"dockerd {f.dockerd} installed but the daemon does not answer "
@@ -627,9 +634,9 @@ def probe() -> list[ToolStatus]:
         regs = ", ".join(f"linux/{a}" for a in f.emulated) or "none"
         add("qemu-binfmt", not missing, None,
             f"emulated platforms: {regs}" + (f"; missing: {', '.join(missing)}" if missing else ""))
-    add("trivy", bool(f.trivy), f.trivy, f"at {shutil.which('trivy')}" if f.trivy else "trivy not found")
+    add("trivy", bool(f.trivy), f.trivy, f"at {proc.which('trivy')}" if f.trivy else "trivy not found")
     if f.cosign:
-        major = (version_tuple(f.cosign) or (int(f.cosign) if f.cosign.isdigit() else 0,))[0]
+        major = _major(f.cosign)
         ok = major >= MIN_COSIGN_MAJOR
         add("cosign", ok, f.cosign, f"major version {major}" + ("" if ok else f"; need >= {MIN_COSIGN_MAJOR}"))
     else:
@@ -861,10 +868,12 @@ def install(*, dry_run: bool = False) -> list[str]:
 # --------------------------------------------------------------------------- today's tool lines
 
 CURRENT_SUITE = "sid"                               # Debian unstable carries the current upstream lines
-CURRENT_DIR = TOOLS_DIR / "current"                 # bin/: cosign 3, crane, docker-buildx (never on PATH)
-#: package → (path inside the package, name in CURRENT_DIR/bin)
+CURRENT_DIR = TOOLS_DIR / "current"                 # bin/: cosign 3, crane, docker-buildx, dockerd (never on PATH)
+#: package → (path inside the package, name in CURRENT_DIR/bin). Debian unstable's skopeo 1.22 is left
+#: out: it needs glibc 2.38, newer than bookworm's, and does not start here.
 CURRENT_TOOLS = {"cosign": ("usr/bin/cosign", "cosign"), "crane": ("usr/bin/crane", "crane"),
-                 "docker-buildx": ("usr/libexec/docker/cli-plugins/docker-buildx", "docker-buildx")}
+                 "docker-buildx": ("usr/libexec/docker/cli-plugins/docker-buildx", "docker-buildx"),
+                 "docker.io": ("usr/sbin/dockerd", "dockerd")}
 
 
 def current_bin() -> Path:
@@ -872,7 +881,7 @@ def current_bin() -> Path:
 
 
 def install_current() -> list[str]:
-    """Unpack Debian unstable's cosign, crane and docker-buildx into ``CURRENT_DIR/bin`` (root on
+    """Unpack Debian unstable's cosign, crane, docker-buildx and dockerd into ``CURRENT_DIR/bin`` (root on
     Debian/Ubuntu), for checking releases against the tool lines users run today beside the default
     toolchain; nothing on PATH changes. Idempotent: what is there is kept."""
     f = gather_facts()
@@ -971,10 +980,48 @@ def _log_tail(start: int) -> str:
     return (errs or lines or ["no output"])[-1].strip()[:300]
 
 
-def doctor(*, install_missing: bool = False, current: bool = False) -> tuple[dict[str, Any], str]:
+def sudo_allowed() -> bool:
+    """May this user run commands as root without a password prompt (``sudo -n``)?"""
+    if proc.which("sudo") is None:
+        return False
+    try:
+        return proc.run(["sudo", "-n", "true"], check=False, timeout=20, what="sudo -n true").returncode == 0
+    except ToolError:
+        return False
+
+
+def install_without_root(*, download_base: str | None = None) -> list[str]:
+    """``doctor --install`` as a user: the root install through ``sudo -n`` where that is allowed, else
+    trivy, cosign, buildx and the registry into the user's directories (:mod:`pipeline.setup.userinstall`)
+    and, for what needs root, what to do. One sentence per step."""
+    from pipeline.setup import userinstall
+
+    done: list[str] = []
+    if sudo_allowed():
+        r = proc.run(["sudo", "-n", sys.executable, "-m", "pipeline", "doctor", "--install"], check=False,
+                     timeout=3600, what="sudo -n pipeline doctor --install")
+        if r.returncode == 0:
+            return [f"as root through sudo -n: {ln[5:]}" for ln in r.stdout.splitlines() if ln.startswith("did: ")]
+        last = ((r.stderr or r.stdout).strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        done.append(f"sudo -n pipeline doctor --install failed ({last[:200]}); installing what needs no root")
+    f = gather_facts()
+    missing = list(missing_tools(f))
+    if "docker-engine" in missing and engine_info(timeout=10) is not None:
+        missing.remove("docker-engine")      # an engine answers (its dockerd is not ours to see)
+    done += userinstall.install(missing, base=download_base)
+    if engine_info(timeout=10) is None and "docker-engine" not in missing:
+        done.append("not started (needs root): dockerd is installed but does not answer; ask an administrator to"
+                    " start it, or to add you to its socket's group")
+    return done or ["nothing to install"]
+
+
+def doctor(*, install_missing: bool = False, current: bool = False,
+           download_base: str | None = None) -> tuple[dict[str, Any], str]:
     """``pipeline doctor [--install] [--current]``: what it did, and every tool's state (data, text)."""
     actions: list[str] = []
-    if install_missing:
+    if install_missing and platform.system() == "Linux" and hasattr(os, "geteuid") and os.geteuid() != 0:
+        actions = install_without_root(download_base=download_base)
+    elif install_missing:
         actions = list(install())
         actions.append(f"dockerd: {ensure_dockerd()}")
     if current:

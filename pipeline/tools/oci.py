@@ -278,6 +278,15 @@ class Layout:
         out += [b for b in blobs if not self.has(b.digest)]
         return out
 
+    def platform_entry(self, digest: str) -> dict[str, Any]:
+        """The index entry of the image manifest ``digest``: its descriptor with the platform its config
+        names (os, architecture, variant)."""
+        config = self.json(self.json(digest)["config"]["digest"])
+        platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
+        if config.get("variant"):
+            platform["variant"] = config["variant"]
+        return {**self.descriptor(digest).to_dict(), "platform": platform}
+
     def platforms(self, digest: str | None = None) -> dict[str, str]:
         """Platform → manifest digest of the root index (or of ``digest``); a single manifest
         counts as the platform its config names."""

@@ -60,12 +60,28 @@ def child_env(env: Mapping[str, str] | None = None, *, inherit: Sequence[str] = 
     prefixes = (*INHERITED_PREFIXES, *docker, *inherit)
     out = dict(os.environ) if inherit_all else {k: v for k, v in os.environ.items()
                                                  if k in INHERITED or k.startswith(prefixes)}
+    out["PATH"] = search_path()
     out.update(env or {})
     return out
 
 
+def user_bin() -> Path:
+    """Where ``pipeline doctor --install`` puts tools when it is not root (``~/.local/bin``)."""
+    return Path(os.environ.get("HOME") or Path.home()) / ".local" / "bin"
+
+
+def search_path() -> str:
+    """PATH, with :func:`user_bin` at its end when it exists and PATH lacks it (a runner's login shell
+    often does): the tools installed there without root are found, by us and by every child."""
+    path = os.environ.get("PATH") or os.defpath
+    user = str(user_bin())
+    if user not in path.split(os.pathsep) and os.path.isdir(user):
+        path = f"{path}{os.pathsep}{user}"
+    return path
+
+
 def which(tool: str) -> str | None:
-    return shutil.which(tool)
+    return shutil.which(tool, path=search_path())
 
 
 def _last_line(text: str) -> str:
@@ -99,7 +115,7 @@ def run(
     tool = os.path.basename(argv[0])
     what = what or tool
     full_env = _full_env(env, inherit, inherit_all, argv[0])
-    if shutil.which(argv[0]) is None:
+    if which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
     try:
@@ -150,7 +166,7 @@ def stream(
     tool = os.path.basename(argv[0])
     what = what or tool
     full_env = _full_env(env, (), False, argv[0])
-    if shutil.which(argv[0]) is None:
+    if which(argv[0]) is None:
         raise ToolError(f"{what}: '{argv[0]}' is not installed; run 'pipeline doctor' to see how to install it",
                         tool=tool)
     tail: collections.deque[str] = collections.deque(maxlen=keep)

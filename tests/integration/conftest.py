@@ -42,6 +42,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+# --------------------------------------------------------------------------- which toolchain
+
+#: ``PIPELINE_TEST_TOOLCHAIN=current`` runs the suite against today's upstream lines (cosign 3, buildx
+#: 0.2x from Debian unstable, unpacked by ``pipeline doctor --install --current``) instead of the
+#: toolchain ``doctor --install`` installs by default: their cosign goes first on PATH and their buildx
+#: becomes the session docker config's CLI plugin, so the release and every tool see them.
+TOOLCHAIN = os.environ.get("PIPELINE_TEST_TOOLCHAIN", "default")
+
+
+def _current_plugins(root: Path) -> Path:
+    """A cli-plugins directory whose docker-buildx is the current line's."""
+    plugins = root / "cli-plugins-current"
+    plugins.mkdir(parents=True, exist_ok=True)
+    link = plugins / "docker-buildx"
+    if not link.exists():
+        link.symlink_to(toolchain.current_bin() / "docker-buildx")
+    return plugins
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if TOOLCHAIN == "current":
+        return f"toolchain: current ({toolchain.current_bin()}: cosign, docker-buildx first)"
+    return "toolchain: default (what pipeline doctor --install installs)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def toolchain_line() -> Iterator[str]:
+    """The toolchain line of this session (see :data:`TOOLCHAIN`)."""
+    if TOOLCHAIN not in ("default", "current"):
+        pytest.exit(f"PIPELINE_TEST_TOOLCHAIN={TOOLCHAIN}: say 'default' or 'current'", returncode=4)
+    if TOOLCHAIN == "default":
+        yield TOOLCHAIN
+        return
+    for name in ("cosign", "docker-buildx"):
+        if not (toolchain.current_bin() / name).exists():
+            pytest.exit(f"PIPELINE_TEST_TOOLCHAIN=current: {toolchain.current_bin() / name} is missing (run"
+                        " 'pipeline doctor --install --current')", returncode=4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{toolchain.current_bin()}{os.pathsep}{os.environ['PATH']}")
+        yield TOOLCHAIN
+
+
 # --------------------------------------------------------------------------- tools
 
 
@@ -226,6 +268,8 @@ def _write_docker_config(path: Path, auths: dict[str, tuple[str, str]]) -> None:
         current = None
     if current:
         data["currentContext"] = current
+    if TOOLCHAIN == "current" and not (path / "cli-plugins").exists():
+        (path / "cli-plugins").symlink_to(_current_plugins(path.parent))
     for sub in ("cli-plugins", "contexts"):
         if (original / sub).is_dir() and not (path / sub).exists():
             (path / sub).symlink_to(original / sub)
@@ -322,7 +366,7 @@ def offline_base(registries: dict[str, TestRegistry], docker_engine: docker.Engi
     return ensure_offline_base(registries["ecr"].host)
 
 
-__all__ = ["TestRegistry", "check_tool", "missing", "registry_log_uploads", "tools_required"]
+__all__ = ["ClassicEngine", "TestRegistry", "check_tool", "missing", "registry_log_uploads", "tools_required"]
 
 
 @pytest.fixture
@@ -339,7 +383,8 @@ def cosign_on_path(monkeypatch):
             monkeypatch.setenv("PATH", f"{toolchain.current_bin()}{os.pathsep}{original}")
         else:
             check_tool("cosign")
-            monkeypatch.setenv("PATH", original)
+            current = str(toolchain.current_bin())
+            monkeypatch.setenv("PATH", os.pathsep.join(d for d in original.split(os.pathsep) if d != current))
         cosign_tool.installed_major.cache_clear()
         return proc.which("cosign") or "cosign"
 
@@ -404,3 +449,95 @@ def rig(fault_workdir, registries, fault_proxies, fault_signing, fault_db):
     from tests.support.faultrig import Rig
 
     return Rig(fault_workdir, registries, fault_proxies, fault_signing, fault_db)
+
+
+# --------------------------------------------------------------------------- a second engine: the classic store
+
+
+@dataclass(frozen=True)
+class ClassicEngine:
+    """A dockerd without the containerd snapshotter beside the main one (what many runners and laptops
+    have); clients reach it with ``DOCKER_HOST``."""
+
+    host: str                  # unix:///…/docker.sock
+    info: docker.EngineInfo
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_HOST": self.host}
+
+
+CLASSIC_BRIDGE = "pl-classic0"
+CLASSIC_BRIDGE_CIDR = "10.231.47.1/24"
+
+
+@pytest.fixture(scope="session")
+def classic_engine(docker_engine: docker.EngineInfo) -> Iterator[ClassicEngine]:
+    """The command line shared/toolchain.md gives — its own socket, data-root, exec-root and containerd
+    namespaces, no iptables, an empty daemon.json (so the classic image store) — but a bridge of its own. With the
+    current toolchain it is Debian unstable's dockerd 28."""
+    import subprocess
+    import tempfile
+    import time
+
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        missing("classic-engine", "a second dockerd needs root")
+    dockerd = proc.which("dockerd")
+    if TOOLCHAIN == "current":      # Debian unstable's engine (docker 28) runs here; the main one stays 26
+        dockerd = str(toolchain.current_bin() / "dockerd")
+        if not Path(dockerd).exists():
+            missing("classic-engine", f"{dockerd} is missing (pipeline doctor --install --current)")
+    if dockerd is None:
+        missing("classic-engine", "dockerd is not installed")
+    # Its own bridge: with "--bridge none" dockerd deletes docker0 at start, the main engine's bridge,
+    # and every container the main engine starts afterwards fails ("adding interface … to bridge
+    # docker0 failed: Device does not exist"). A bridge of its own leaves docker0 alone.
+    had_docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+    if subprocess.run(["ip", "link", "show", CLASSIC_BRIDGE], capture_output=True).returncode != 0:
+        for argv in (["ip", "link", "add", "name", CLASSIC_BRIDGE, "type", "bridge"],
+                     ["ip", "addr", "add", CLASSIC_BRIDGE_CIDR, "dev", CLASSIC_BRIDGE],
+                     ["ip", "link", "set", CLASSIC_BRIDGE, "up"]):
+            made = subprocess.run(argv, capture_output=True, text=True)
+            if made.returncode != 0:
+                missing("classic-engine", f"{' '.join(argv)}: {made.stderr.strip()}")
+    # a short path: a unix socket's path is limited to 108 bytes
+    home = Path(tempfile.mkdtemp(prefix="pl-classic-", dir="/tmp"))
+    (home / "daemon.json").write_text("{}\n")
+    sock = home / "docker.sock"
+    log_file = open(home / "dockerd.log", "wb")   # noqa: SIM115 (open while the daemon runs)
+    daemon = subprocess.Popen(
+        [dockerd, "--host", f"unix://{sock}", "--data-root", str(home / "data"), "--exec-root", str(home / "exec"),
+         "--pidfile", str(home / "docker.pid"), "--bridge", CLASSIC_BRIDGE, "--iptables=false", "--ip6tables=false",
+         "--config-file", str(home / "daemon.json"), "--containerd-namespace", "pl-classic",
+         "--containerd-plugins-namespace", "pl-classic-p"],
+        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    host = f"unix://{sock}"
+    info = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and daemon.poll() is None:
+        r = subprocess.run(["docker", "--host", host, "info", "--format", "{{json .}}"], capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode == 0:
+            info = docker.parse_docker_info(r.stdout)
+            break
+        time.sleep(0.5)
+    try:
+        if info is None:
+            missing("classic-engine", f"the second dockerd did not answer: "
+                                      f"{(home / 'dockerd.log').read_text(errors='replace')[-1500:]}")
+        assert not info.containerd_snapshotter, "the second engine has the containerd image store"
+        if had_docker0:
+            assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0, \
+                "starting the second engine removed the main engine's bridge docker0"
+        yield ClassicEngine(host, info)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=30)
+        log_file.close()
+        subprocess.run(["umount", "-R", str(home / "data")], capture_output=True)
+        import shutil
+        shutil.rmtree(home, ignore_errors=True)

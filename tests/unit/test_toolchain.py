@@ -203,6 +203,14 @@ def test_old_engine_and_cosign_v1_are_replaced():
     assert t.plan_install(f)[0].args == ("trixie", "docker.io", "cosign")
 
 
+@pytest.mark.parametrize("cosign, missing", [("2", False), ("3", False), ("v3.1.1", False), ("2.5.0", False),
+                                             ("1", True), ("1.13.1", True), ("devel", True)])
+def test_a_cosign_known_only_by_its_major_is_not_installed_again(cosign, missing):
+    """An unpackaged Debian cosign says ``devel``; its major comes from its behaviour ("2", "3"). That is
+    an installed cosign: counting it missing reinstalled it on every ``doctor --install``."""
+    assert ("cosign" in t.missing_tools(replace(DONE, cosign=cosign))) is missing
+
+
 def test_missing_docker_client_comes_from_docker_cli():
     f = replace(DONE, docker_client=None)
     assert t.plan_install(f)[0].args == ("trixie", "docker-cli")
