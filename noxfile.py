@@ -45,7 +45,7 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests against the real toolchain (set-up included)."""
     _install(session, "test")
     if os.environ.get("PIPELINE_SKIP_BOOTSTRAP") != "1":
-        _bootstrap(session, "--current")   # the tests also run cosign 3 and crane, today's lines
+        _bootstrap(session, "--current", "--tests")   # today's tool lines (cosign 3, crane), gitlab-ci-local
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 

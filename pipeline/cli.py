@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--install", action="store_true",
                    help="install what is missing (root on Debian/Ubuntu) and start dockerd")
+    p.add_argument("--tests", action="store_true",
+                   help="also what only the test suite needs (gitlab-ci-local and rsync; root on Debian/Ubuntu)")
     p.add_argument("--download-base", metavar="URL",
                    help="without root: fetch trivy, cosign, buildx and the registry from this mirror of their"
                         " release files (with the checksum files) instead of GitHub; also $PIPELINE_DOWNLOAD_BASE")
@@ -297,7 +299,8 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     if base is not None and not base.startswith(("https://", "http://")):
         raise UsageError(f"--download-base: '{base}' is not an http(s) URL (serve the mirror directory over"
                          " HTTP)")
-    data, text = toolchain.doctor(install_missing=args.install, current=args.current, download_base=base)
+    data, text = toolchain.doctor(install_missing=args.install, current=args.current, tests=args.tests,
+                                  download_base=base)
     _emit(data, args.format, lambda: text, out)
     return EXIT_OK
 

@@ -11,7 +11,11 @@ Every generated file does the same thing in its CI's own terms:
   (``[ci].runners``), then a merge job (``nox -s release -- --from-digests digests``);
 * registry credentials wired by the variable names the config reads (GitHub secrets,
   GitLab CI/CD variables, Jenkins credentials named after the registry);
-* OIDC for keyless signing and cloud roles (GitHub ``id-token: write``, GitLab ``id_tokens``);
+* OIDC only where a token is used: keyless signing and ECR roles (GitHub ``id-token: write``,
+  GitLab ``id_tokens``);
+* QEMU through ``docker/setup-qemu-action`` where several platforms build on one runner; the
+  toolchain itself is installed by the nox sessions (``pipeline doctor --install``, which works as a
+  runner's non-root user);
 * the native outputs of the report stage collected (GitHub step outputs, GitLab dotenv and
   JUnit reports, Jenkins JUnit), and ``dist/`` kept as an artifact.
 
@@ -42,7 +46,7 @@ DIGESTS_DIR = "digests"
 CACHE_FILES = ("pyproject.toml", "noxfile.py")
 GITHUB_ACTIONS = {"checkout": "actions/checkout@v4", "python": "actions/setup-python@v5", "cache": "actions/cache@v4",
                   "upload": "actions/upload-artifact@v4", "download": "actions/download-artifact@v4",
-                  "aws": "aws-actions/configure-aws-credentials@v4"}
+                  "aws": "aws-actions/configure-aws-credentials@v4", "qemu": "docker/setup-qemu-action@v3"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,12 @@ def _github_value(var: SecretVar) -> str:
     return f"${{{{ secrets.{var.env} }}}}"
 
 
-def _github_setup(cfg: Config, *, aws: bool) -> list[dict[Any, Any]]:
+def needs_oidc(cfg: Config) -> bool:
+    """An OIDC token is asked for: keyless signing (Fulcio) or an ECR role assumed through OIDC."""
+    return (cfg.sign.enabled and cfg.sign.keyless) or bool(ecr_registries(cfg))
+
+
+def _github_setup(cfg: Config, *, aws: bool, emulate: bool = False) -> list[dict[Any, Any]]:
     key = ("nox-${{ runner.os }}-${{ runner.arch }}-py" + cfg.ci.python + "-${{ hashFiles("
            + ", ".join(f"'{f}'" for f in CACHE_FILES) + ") }}")
     steps: list[dict[Any, Any]] = [
@@ -118,6 +127,10 @@ def _github_setup(cfg: Config, *, aws: bool) -> list[dict[Any, Any]]:
          "uses": GITHUB_ACTIONS["cache"], "with": {"path": ".nox", "key": key}},
         {"name": "Install nox", "run": "python -m pip install nox"},
     ]
+    if emulate:
+        steps.insert(3, {Comment("foreign platforms build under QEMU (the nox session installs buildx, trivy and"
+                                 " cosign itself: `pipeline doctor --install`, through sudo or into ~/.local/bin)"):
+                         None, "uses": GITHUB_ACTIONS["qemu"]})
     if aws:
         region = next((r.ecr_region for r in ecr_registries(cfg) if r.ecr_region), None) or "us-east-1"
         steps.insert(3, {Comment("ECR: an IAM role trusted for this repository's OIDC tokens (repository variable"
@@ -135,7 +148,10 @@ def github(cfg: Config, config_path: str) -> str:
     ghcr = any(r.host == "ghcr.io" for r in cfg.registries)
     aws = bool(ecr_registries(cfg))
     dist = cfg.report.dir.rstrip("/")
-    release_permissions = {"contents": "read", "packages": "write" if ghcr else "read", "id-token": "write"}
+    release_permissions = {"contents": "read", "packages": "write" if ghcr else "read"}
+    if needs_oidc(cfg):
+        release_permissions["id-token"] = "write"
+    emulate = len(cfg.image.platforms) > 1 and not _split(cfg)   # split: each platform on a native runner
     outputs = {k: f"${{{{ steps.release.outputs.{k} }}}}" for k in ("digest", "version", "tags", "refs")}
     plan_job = {
         "if": "github.event_name == 'pull_request'",
@@ -172,13 +188,14 @@ def github(cfg: Config, config_path: str) -> str:
             upload]
         release: dict[Any, Any] = {"needs": "build"}
     else:
-        release_steps = _github_setup(cfg, aws=aws) + [{"id": "release", "name": "Release", "run": "nox -s release"},
-                                                       upload]
+        release_steps = _github_setup(cfg, aws=aws, emulate=emulate) + [
+            {"id": "release", "name": "Release", "run": "nox -s release"}, upload]
         release = {}
     release.update({
         "if": "github.event_name != 'pull_request'",
         "runs-on": "ubuntu-latest",
-        Comment("id-token: OIDC for keyless signing and cloud roles (a token is minted only when a step asks)"): None,
+        **({Comment("id-token: OIDC for keyless signing and cloud roles (a token is minted only when a step"
+                    " asks)"): None} if needs_oidc(cfg) else {}),
         "permissions": release_permissions,
         "env": dict(env) if env else {},
         "outputs": outputs,
@@ -229,11 +246,15 @@ def gitlab(cfg: Config, config_path: str) -> str:
                 " --install`):\nuse a privileged docker executor, or a shell executor on Debian/Ubuntu as root"): None,
         "image": f"python:{cfg.ci.python}-bookworm",
         "variables": {"PIPELINE_CONFIG": config_path, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        "before_script": ["python -m pip install nox"],
+        Comment("nox in a venv of its own: a shell runner's system Python may refuse pip installs (PEP 668)"): None,
+        "before_script": ["python3 -m venv .nox-bin", ".nox-bin/bin/pip install --quiet nox",
+                          'export PATH="$PWD/.nox-bin/bin:$PATH"'],
         Comment("nox virtualenvs: reinstalled only when pyproject.toml or noxfile.py change"): None,
-        "cache": {"key": {"files": list(CACHE_FILES)}, "paths": [".nox/"]},
+        "cache": {"key": {"files": list(CACHE_FILES)}, "paths": [".nox/", ".nox-bin/"]},
     }
-    oidc = {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
+    oidc: dict[str, Any] = {}
+    if cfg.sign.enabled and cfg.sign.keyless:
+        oidc["SIGSTORE_ID_TOKEN"] = {"aud": "sigstore"}
     if ecr_registries(cfg):
         oidc["AWS_ID_TOKEN"] = {"aud": "sts.amazonaws.com"}
     doc: dict[Any, Any] = {
@@ -254,16 +275,17 @@ def gitlab(cfg: Config, config_path: str) -> str:
         doc["build"] = {
             Comment("split mode: one job per platform, each on a native runner ([ci].runners)"): None,
             "extends": ".nox", "stage": "build", "rules": release_rules,
-            "parallel": {"matrix": matrix}, "tags": ["$RUNNER"], "id_tokens": oidc,
+            "parallel": {"matrix": matrix}, "tags": ["$RUNNER"], **({"id_tokens": oidc} if oidc else {}),
             "script": [f"nox -s build -- --platform $PLATFORM --digest-out {DIGESTS_DIR}"],
             "artifacts": {"paths": [f"{DIGESTS_DIR}/"], "expire_in": "1 day"},
         }
         doc["release"] = {"extends": ".nox", "stage": "release", "rules": release_rules, "needs": ["build"],
-                          "id_tokens": oidc, "script": [f"nox -s release -- --from-digests {DIGESTS_DIR}"],
-                          "artifacts": artifacts}
+                          **({"id_tokens": oidc} if oidc else {}),
+                          "script": [f"nox -s release -- --from-digests {DIGESTS_DIR}"], "artifacts": artifacts}
     else:
-        doc["release"] = {"extends": ".nox", "stage": "release", "rules": release_rules, "id_tokens": oidc,
-                          "script": ["nox -s release"], "artifacts": artifacts}
+        doc["release"] = {"extends": ".nox", "stage": "release", "rules": release_rules,
+                          **({"id_tokens": oidc} if oidc else {}), "script": ["nox -s release"],
+                          "artifacts": artifacts}
     return yamltext.dump(doc, header=_header("gitlab", config_path))
 
 

@@ -918,6 +918,38 @@ def install_current() -> list[str]:
             f" {CURRENT_SUITE} into {current_bin()}"]
 
 
+#: the test suite runs the generated .gitlab-ci.yml with gitlab-ci-local; its newest releases need
+#: Node 22, 4.65.0 runs on Node 18 (Debian bookworm's) and 20
+GITLAB_CI_LOCAL = "gitlab-ci-local@4.65.0"
+NPM_DIR = TOOLS_DIR / "npm"
+
+
+def gitlab_ci_local() -> Path:
+    return NPM_DIR / "node_modules" / ".bin" / "gitlab-ci-local"
+
+
+def install_test_tools() -> list[str]:
+    """What only the test suite needs beyond the toolchain (``doctor --install --tests``): gitlab-ci-local
+    (from npm, into :data:`NPM_DIR`; Node.js and npm from apt when missing) and rsync, which it copies
+    the project with. Root on Debian/Ubuntu; elsewhere the sentence says what to install."""
+    f = gather_facts()
+    if f.system != "Linux" or not _is_debian_like(f) or not f.is_root:
+        return [f"test tools: not installed (needs root on Debian/Ubuntu): rsync, Node.js >= 18 with npm, and"
+                f" 'npm install --prefix {NPM_DIR} {GITLAB_CI_LOCAL}'"]
+    done = []
+    debs = [pkg for pkg, cmd in (("rsync", "rsync"), ("nodejs", "node"), ("npm", "npm")) if proc.which(cmd) is None]
+    if debs:
+        _apt_install(debs, f.codename)
+        done.append(f"test tools: installed {' '.join(debs)} from {f.codename} with apt-get")
+    if not gitlab_ci_local().exists():
+        NPM_DIR.mkdir(parents=True, exist_ok=True)
+        proc.run(["npm", "install", "--prefix", str(NPM_DIR), "--no-audit", "--no-fund", "--loglevel=error",
+                  GITLAB_CI_LOCAL], timeout=900, inherit=("NPM_", "npm_", "NODE_"),
+                 what=f"test tools: npm install {GITLAB_CI_LOCAL} (check access to the npm registry)")
+        done.append(f"test tools: installed {GITLAB_CI_LOCAL} into {NPM_DIR}")
+    return done or [f"test tools: rsync, node, npm and {GITLAB_CI_LOCAL} already there"]
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -1015,9 +1047,9 @@ def install_without_root(*, download_base: str | None = None) -> list[str]:
     return done or ["nothing to install"]
 
 
-def doctor(*, install_missing: bool = False, current: bool = False,
+def doctor(*, install_missing: bool = False, current: bool = False, tests: bool = False,
            download_base: str | None = None) -> tuple[dict[str, Any], str]:
-    """``pipeline doctor [--install] [--current]``: what it did, and every tool's state (data, text)."""
+    """``pipeline doctor [--install] [--current] [--tests]``: what it did, and every tool's state (data, text)."""
     actions: list[str] = []
     if install_missing and platform.system() == "Linux" and hasattr(os, "geteuid") and os.geteuid() != 0:
         actions = install_without_root(download_base=download_base)
@@ -1026,6 +1058,8 @@ def doctor(*, install_missing: bool = False, current: bool = False,
         actions.append(f"dockerd: {ensure_dockerd()}")
     if current:
         actions += install_current()
+    if tests:
+        actions += install_test_tools()
     statuses = probe()
     data = {"actions": actions, "tools": [
         {"name": s.name, "found": s.found, "version": s.version, "detail": s.detail, "needed_by": list(s.needed_by)}

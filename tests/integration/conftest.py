@@ -541,3 +541,32 @@ def classic_engine(docker_engine: docker.EngineInfo) -> Iterator[ClassicEngine]:
         subprocess.run(["umount", "-R", str(home / "data")], capture_output=True)
         import shutil
         shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- a runner-like user
+
+
+@pytest.fixture(scope="session")
+def runner(docker_engine):
+    """A user who is not root, in the docker socket's group, on a machine whose tools it cannot see
+    (:mod:`tests.support.runner`)."""
+    from tests.support import runner as runner_support
+
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        missing("runner-user", "making a runner user needs root (CI runs as root)")
+    lacking = runner_support.missing_host_tools()
+    if lacking:
+        missing("runner-user", f"{', '.join(lacking)} not on PATH (util-linux, passwd)")
+    with runner_support.runner_user() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def tool_mirror(docker_engine):
+    """A mirror of the tools' release files (the root install's binaries), served on loopback."""
+    from tests.support import runner as runner_support
+
+    for tool in ("trivy", "cosign", "docker-registry", "buildx"):
+        check_tool(tool)
+    with runner_support.tool_mirror() as url:
+        yield url

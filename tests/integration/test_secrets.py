@@ -84,7 +84,8 @@ def test_every_secret_reaches_only_the_tool_that_needs_it(tmp_path, registries, 
     keys = subprocess.run([sys.executable, "-m", "pipeline", "keygen", "--output", str(tmp_path / "keys" / "release")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert keys.returncode == 0, keys.stderr[-2000:]
-    cfg = project.write_project(tmp_path, registries, offline_base, name="secrets/app", dockerfile=DOCKERFILE.format(nonce=secrets_mod.token_hex(8)),
+    dockerfile = DOCKERFILE.replace("{nonce}", secrets_mod.token_hex(8))
+    cfg = project.write_project(tmp_path, registries, offline_base, name="secrets/app", dockerfile=dockerfile,
                                 sign=f'key = "{tmp_path / "keys" / "release.key"}"\ntlog_upload = false\n',
                                 extra='[image.secrets.npm]\nenv = "NPM_TOKEN"\n')
     registry_passwords = [r.password for r in registries.values() if r.password]

@@ -83,7 +83,7 @@ def test_github_single_plan_on_prs_release_on_tags_and_default_branch(tmp_path):
     plan, release = wf["jobs"]["plan"], wf["jobs"]["release"]
     assert plan["if"] == "github.event_name == 'pull_request'" and run_steps(plan)[-1] == "nox -s plan"
     assert release["if"] == "github.event_name != 'pull_request'" and "nox -s release" in run_steps(release)
-    assert release["permissions"] == {"contents": "read", "packages": "write", "id-token": "write"}
+    assert release["permissions"] == {"contents": "read", "packages": "write"}   # a key signs: no OIDC token
     assert set(release["outputs"]) == {"digest", "version", "tags", "refs"}
     assert wf["env"]["PIPELINE_CONFIG"] == "config/pipeline.toml"
     for job in wf["jobs"].values():
@@ -115,7 +115,33 @@ def test_github_split_is_a_platform_matrix_plus_a_merge_job(tmp_path):
     assert run_steps(release)[-1] == "nox -s release -- --from-digests digests"
     assert any(s.get("with", {}).get("pattern") == "digests-*" for s in release["steps"])
     assert wf["on"]["push"]["tags"] == ["v*", "release-*"]
-    assert build["permissions"]["id-token"] == "write"
+    assert "id-token" not in build["permissions"]
+    assert not any("setup-qemu" in st.get("uses", "") for j in wf["jobs"].values() for st in j["steps"])
+
+
+KEYLESS = BASE.replace('key = "env://COSIGN_PRIVATE_KEY"', 'keyless = true\nissuer = "https://token.actions.'
+                       'githubusercontent.com"\nidentity_regexp = "^https://github.com/acme/"')
+
+
+@pytest.mark.parametrize("text, oidc", [(BASE, False), (KEYLESS, True), (ECR, True)], ids=["key", "keyless", "ecr"])
+def test_an_oidc_token_only_where_one_is_used(tmp_path, text, oidc):
+    wf = load_github(citemplates.render("github", cfg_of(tmp_path, text), "config/pipeline.toml"))
+    assert ("id-token" in wf["jobs"]["release"]["permissions"]) is oidc
+    lab = yaml.safe_load(citemplates.render("gitlab", cfg_of(tmp_path, text), "config/pipeline.toml"))
+    assert ("id_tokens" in lab["release"]) is oidc
+    if text is KEYLESS:
+        assert lab["release"]["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
+
+
+def test_github_sets_up_qemu_where_one_runner_builds_several_platforms(tmp_path):
+    wf = load_github(citemplates.render("github", cfg_of(tmp_path, BASE), "config/pipeline.toml"))
+    steps = wf["jobs"]["release"]["steps"]
+    uses = [st.get("uses", "") for st in steps]
+    assert any(u.startswith("docker/setup-qemu-action@") for u in uses)
+    assert uses.index(next(u for u in uses if "setup-qemu" in u)) < [st.get("id") for st in steps].index("release")
+    one = BASE.replace('platforms = ["linux/amd64", "linux/arm64"]', 'platforms = ["linux/amd64"]')
+    wf = load_github(citemplates.render("github", cfg_of(tmp_path, one), "config/pipeline.toml"))
+    assert not any("setup-qemu" in st.get("uses", "") for st in wf["jobs"]["release"]["steps"])
 
 
 def test_github_ecr_assumes_a_role_through_oidc(tmp_path):
@@ -137,14 +163,15 @@ def test_gitlab_validates_against_the_gitlab_ci_schema(tmp_path, text):
 def test_gitlab_jobs(tmp_path):
     doc = yaml.safe_load(citemplates.render("gitlab", cfg_of(tmp_path, BASE), "config/pipeline.toml"))
     base = doc[".nox"]
-    assert base["before_script"] == ["python -m pip install nox"]
-    assert base["cache"] == {"key": {"files": ["pyproject.toml", "noxfile.py"]}, "paths": [".nox/"]}
+    assert base["before_script"] == ["python3 -m venv .nox-bin", ".nox-bin/bin/pip install --quiet nox",
+                                     'export PATH="$PWD/.nox-bin/bin:$PATH"']
+    assert base["cache"] == {"key": {"files": ["pyproject.toml", "noxfile.py"]}, "paths": [".nox/", ".nox-bin/"]}
     assert doc["plan"]["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
     assert doc["plan"]["script"] == ["nox -s plan"]
     release = doc["release"]
     assert {"if": "$CI_COMMIT_TAG =~ /^v.*$/"} in release["rules"]
     assert {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"} in release["rules"]
-    assert release["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
+    assert "id_tokens" not in release          # a key signs
     assert release["artifacts"]["reports"] == {"dotenv": "dist/release.env", "junit": "dist/junit.xml"}
     assert release["script"] == ["nox -s release"]
     text = citemplates.render("gitlab", cfg_of(tmp_path, BASE), "config/pipeline.toml")
