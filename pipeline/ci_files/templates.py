@@ -247,10 +247,11 @@ def gitlab(cfg: Config, config_path: str) -> str:
         "image": f"python:{cfg.ci.python}-bookworm",
         "variables": {"PIPELINE_CONFIG": config_path, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         Comment("nox in a venv of its own: a shell runner's system Python may refuse pip installs (PEP 668)"): None,
-        "before_script": ["python3 -m venv .nox-bin", ".nox-bin/bin/pip install --quiet nox",
+        "before_script": ["python3 -m venv .nox-bin", ".nox-bin/bin/python -m pip install --quiet nox",
                           'export PATH="$PWD/.nox-bin/bin:$PATH"'],
-        Comment("nox virtualenvs: reinstalled only when pyproject.toml or noxfile.py change"): None,
-        "cache": {"key": {"files": list(CACHE_FILES)}, "paths": [".nox/", ".nox-bin/"]},
+        Comment("nox virtualenvs: reinstalled only when pyproject.toml or noxfile.py change (.nox-bin is made"
+                " anew: its scripts name the directory they were made in)"): None,
+        "cache": {"key": {"files": list(CACHE_FILES)}, "paths": [".nox/"]},
     }
     oidc: dict[str, Any] = {}
     if cfg.sign.enabled and cfg.sign.keyless:

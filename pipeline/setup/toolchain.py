@@ -1030,7 +1030,8 @@ def install_without_root(*, download_base: str | None = None) -> list[str]:
 
     done: list[str] = []
     if sudo_allowed():
-        r = proc.run(["sudo", "-n", sys.executable, "-m", "pipeline", "doctor", "--install"], check=False,
+        base = ["--download-base", download_base] if download_base else []
+        r = proc.run(["sudo", "-n", sys.executable, "-m", "pipeline", "doctor", "--install", *base], check=False,
                      timeout=3600, what="sudo -n pipeline doctor --install")
         if r.returncode == 0:
             return [f"as root through sudo -n: {ln[5:]}" for ln in r.stdout.splitlines() if ln.startswith("did: ")]

@@ -124,10 +124,12 @@ def install_one(release: Release, *, base: str | None = None, arch: str | None =
     try:
         sums = download.text(f"{root}/{sums_name}")
     except download.DownloadError as exc:
-        raise ToolError(f"{release.tool}: cannot fetch the checksum file: {exc}", tool=release.tool) from None
+        raise ToolError(f"{release.tool}: cannot fetch the checksum file: {shown(str(exc))}",
+                        tool=release.tool) from None
     want = parse_checksums(sums, asset)
     if want is None:
-        raise ToolError(f"{release.tool}: {root}/{sums_name} lists no checksum for {asset}", tool=release.tool)
+        raise ToolError(f"{release.tool}: {shown(root)}/{sums_name} lists no checksum for {asset}",
+                        tool=release.tool)
     dest = target(release, env)
     with tempfile.TemporaryDirectory(prefix="pipeline-install-") as tmp:
         got_file = Path(tmp) / asset
@@ -136,15 +138,36 @@ def install_one(release: Release, *, base: str | None = None, arch: str | None =
         except download.DownloadError as exc:
             raise ToolError(f"{release.tool}: {exc}", tool=release.tool) from None
         if got != want:
-            raise ToolError(f"{release.tool}: {root}/{asset} has sha256 {got}, but {sums_name} says {want};"
+            raise ToolError(f"{release.tool}: {shown(root)}/{asset} has sha256 {got}, but {sums_name} says {want};"
                             " nothing was installed (a damaged mirror or download)", tool=release.tool)
         data = _binary(release, got_file)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
-    part.write_bytes(data)
-    part.chmod(0o755)
-    os.replace(part, dest)
-    return f"installed {release.tool} {release.version} to {dest} (sha256 checked against {sums_name} from {root})"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(part, 0o755)
+            os.replace(part, dest)       # whole or not at all, even with two jobs installing at once
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
+    except OSError as exc:
+        raise ToolError(f"{release.tool}: cannot write {dest}: {exc.strerror}", tool=release.tool) from None
+    return (f"installed {release.tool} {release.version} to {dest} (sha256 checked against {sums_name} from"
+            f" {shown(root)})")
+
+
+def shown(url: str) -> str:
+    """``url`` without a user or password (a mirror's credentials never reach output)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _binary(release: Release, path: Path) -> bytes:

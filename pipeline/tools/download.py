@@ -35,13 +35,26 @@ class DownloadError(InfraError):
         self.retry_after: float | None = None
 
 
+def _shown(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    p = urlsplit(url)
+    if p.username is None and p.password is None:
+        return url
+    return urlunsplit((p.scheme, (p.hostname or "") + (f":{p.port}" if p.port else ""), p.path, p.query, p.fragment))
+
+
 def _once(url: str, part: Path) -> str:
     digest = hashlib.sha256()
+    shown = _shown(url)
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=TIMEOUT_S) as r:
+            downgraded = url.startswith("https://") and any(h.url.scheme == "http" for h in [*r.history, r])
+            if downgraded:
+                raise DownloadError(f"{shown}: redirected from https to plain http ({r.url.host}); refused")
             if r.status_code != 200:
                 temporary = r.status_code == 429 or r.status_code >= 500
-                err = DownloadError(f"{url}: HTTP {r.status_code}" + ("" if temporary else
+                err = DownloadError(f"{shown}: HTTP {r.status_code}" + ("" if temporary else
                                     " (check the download base and the version)"),
                                     temporary=temporary, status=r.status_code)
                 after = r.headers.get("retry-after", "")
@@ -52,14 +65,25 @@ def _once(url: str, part: Path) -> str:
                     digest.update(chunk)
                     fh.write(chunk)
     except httpx.HTTPError as exc:
-        raise DownloadError(f"{url}: {type(exc).__name__}: {exc}", temporary=True) from None
+        from urllib.parse import urlsplit
+
+        said = str(exc)
+        secret = urlsplit(url).password
+        if secret:
+            said = said.replace(secret, "***")
+        raise DownloadError(f"{shown}: {type(exc).__name__}: {said[:200]}", temporary=True) from None
+    except OSError as exc:
+        raise DownloadError(f"{shown}: cannot write {part}: {exc.strerror}") from None
     return digest.hexdigest()
 
 
 def fetch(url: str, dest: Path, *, policy: RetryPolicy = POLICY) -> str:
     """``url`` into the file ``dest`` (written whole or not at all); its SHA-256 (hex)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}") from None
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         digest = call(policy, _once, url, part)
         os.replace(part, dest)

@@ -71,12 +71,13 @@ def user_bin() -> Path:
 
 
 def search_path() -> str:
-    """PATH, with :func:`user_bin` at its end when it exists and PATH lacks it (a runner's login shell
-    often does): the tools installed there without root are found, by us and by every child."""
+    """PATH, with :func:`user_bin` first when it exists and PATH lacks it (a runner's login shell often
+    does): the tools ``doctor --install`` put there without root are found, by us and by every child, and
+    win over an older one of the system's (the reason they were installed)."""
     path = os.environ.get("PATH") or os.defpath
     user = str(user_bin())
     if user not in path.split(os.pathsep) and os.path.isdir(user):
-        path = f"{path}{os.pathsep}{user}"
+        path = f"{user}{os.pathsep}{path}"
     return path
 
 

@@ -493,13 +493,16 @@ def classic_engine(docker_engine: docker.EngineInfo) -> Iterator[ClassicEngine]:
     # and every container the main engine starts afterwards fails ("adding interface … to bridge
     # docker0 failed: Device does not exist"). A bridge of its own leaves docker0 alone.
     had_docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+    # made once per machine and kept (idempotent: a half-made one from a killed run is completed)
     if subprocess.run(["ip", "link", "show", CLASSIC_BRIDGE], capture_output=True).returncode != 0:
-        for argv in (["ip", "link", "add", "name", CLASSIC_BRIDGE, "type", "bridge"],
-                     ["ip", "addr", "add", CLASSIC_BRIDGE_CIDR, "dev", CLASSIC_BRIDGE],
-                     ["ip", "link", "set", CLASSIC_BRIDGE, "up"]):
-            made = subprocess.run(argv, capture_output=True, text=True)
-            if made.returncode != 0:
-                missing("classic-engine", f"{' '.join(argv)}: {made.stderr.strip()}")
+        made = subprocess.run(["ip", "link", "add", "name", CLASSIC_BRIDGE, "type", "bridge"], capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            missing("classic-engine", f"ip link add {CLASSIC_BRIDGE}: {made.stderr.strip()}")
+    addresses = subprocess.run(["ip", "-o", "addr", "show", "dev", CLASSIC_BRIDGE], capture_output=True, text=True)
+    if CLASSIC_BRIDGE_CIDR not in addresses.stdout:
+        subprocess.run(["ip", "addr", "add", CLASSIC_BRIDGE_CIDR, "dev", CLASSIC_BRIDGE], capture_output=True)
+    subprocess.run(["ip", "link", "set", CLASSIC_BRIDGE, "up"], capture_output=True)
     # a short path: a unix socket's path is limited to 108 bytes
     home = Path(tempfile.mkdtemp(prefix="pl-classic-", dir="/tmp"))
     (home / "daemon.json").write_text("{}\n")
@@ -513,15 +516,18 @@ def classic_engine(docker_engine: docker.EngineInfo) -> Iterator[ClassicEngine]:
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     host = f"unix://{sock}"
     info = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and daemon.poll() is None:
-        r = subprocess.run(["docker", "--host", host, "info", "--format", "{{json .}}"], capture_output=True,
-                           text=True, timeout=30)
-        if r.returncode == 0:
-            info = docker.parse_docker_info(r.stdout)
-            break
-        time.sleep(0.5)
     try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and daemon.poll() is None:
+            try:
+                r = subprocess.run(["docker", "--host", host, "info", "--format", "{{json .}}"],
+                                   capture_output=True, text=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                continue
+            if r.returncode == 0:
+                info = docker.parse_docker_info(r.stdout)
+                break
+            time.sleep(0.5)
         if info is None:
             missing("classic-engine", f"the second dockerd did not answer: "
                                       f"{(home / 'dockerd.log').read_text(errors='replace')[-1500:]}")

@@ -8,7 +8,8 @@ files, standing in for GitHub). The ``uses:`` actions that cannot run here have 
 module names. Each run must end with a released, signed index of both platforms in the session's
 registries; the split variant (one build job per platform, then the merge job) included.
 
-One workspace serves every run, as a CI cache would: its ``.nox`` virtualenvs are made once.
+Every job runs in a fresh copy of the checkout (what passes between jobs is artifacts or stashes);
+their ``.nox`` virtualenvs are one shared directory, as a CI cache would restore them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def toolchain(docker_engine, registries, require_tool):
 def ci_host(runner, tool_mirror, registries, offline_base):
     """The workspace (a checkout of this repository) and what every job of every run gets."""
     host_runner = runner.fresh("ci")
-    workspace = host_runner.work / "workspace"
+    workspace = host_runner.work / "checkout"
     cirunner.copy_checkout(ROOT, workspace)
     with Registry(registries["ecr"].host, insecure=True) as client:
         trivydb.push(client, "mirror/trivy-db", "2", trivydb.pack(trivydb.minimal_db()))
@@ -64,21 +65,22 @@ def ci_host(runner, tool_mirror, registries, offline_base):
 
 
 def _project(host: cirunner.Host, registries, offline_base: str, name: str, mode: str) -> str:
-    """The project's config in the workspace (``ci/<name>.toml``); the path ci-init writes into the file."""
-    folder = host.workspace / "ci" / name
+    """The project's config in the checkout (``ci/<name>/pipeline.toml``); the path ci-init writes into the
+    file, relative to the checkout."""
+    folder = host.checkout / "ci" / name
     cfg = project.write_project(folder, registries, offline_base, name=f"ci/{name}", dockerfile=DOCKERFILE,
                                 mode=mode, rules='"type=semver,pattern={{version}}", '
                                                  '"type=semver,pattern={{major}}.{{minor}}"',
                                 scan=f'db_repository = ["{registries["ecr"].host}/mirror/trivy-db:2"]\n'
-                                     f'cache_dir = "{host.workspace / ".trivy-cache"}"',
-                                sign=f'key = "{host.workspace / "keys" / "release.key"}"\ntlog_upload = false',
+                                     f'cache_dir = "{host.checkout.parent / "trivy-cache"}"',
+                                sign=f'key = "{host.checkout / "keys" / "release.key"}"\ntlog_upload = false',
                                 extra=f'[ci]\npython = "{_python()}"\n')
     # reports inside the checkout, by a relative path: CI artifacts are paths in the project
     text = cfg.read_text().replace(f'dir = "{folder / "dist"}"', f'dir = "ci/{name}/dist"')
     assert f'dir = "ci/{name}/dist"' in text
     cfg.write_text(text)
-    host.runner.own(host.workspace)
-    return str(cfg.relative_to(host.workspace))
+    host.runner.own(host.checkout.parent)
+    return str(cfg.relative_to(host.checkout))
 
 
 def _python() -> str:
@@ -88,19 +90,11 @@ def _python() -> str:
 
 
 def _ci_init(host: cirunner.Host, kind: str, config: str) -> str:
-    out = host.workspace / f"generated-{kind}-{Path(config).parent.name}"
+    out = host.checkout.parent / f"generated-{kind}-{Path(config).parent.name}"
     made = host.runner.pipeline(["ci-init", kind, "--config", config, "--output", str(out), "--force"],
-                                cwd=host.workspace)
+                                cwd=host.checkout)
     assert made.returncode == 0, made.stderr[-2000:]
     return out.read_text()
-
-
-def _fresh_run(host: cirunner.Host) -> None:
-    """What a new job's checkout would not have: the last run's digests and reports."""
-    import shutil
-
-    for leftover in ("digests", "dist"):
-        shutil.rmtree(host.workspace / leftover, ignore_errors=True)
 
 
 def _secrets(registries, password: str) -> dict[str, str]:
@@ -134,7 +128,6 @@ def _assert_released(registries, repo: str, digest: str | None = None) -> str:
 @pytest.mark.parametrize("mode", ["auto", "split"])
 def test_the_generated_github_workflow_releases(ci_host, registries, offline_base, mode):
     host, password = ci_host
-    _fresh_run(host)
     config = _project(host, registries, offline_base, f"github-{mode}", mode)
     text = _ci_init(host, "github", config)
     gh = cirunner.GitHub(host, text, event="push", ref="refs/tags/v1.2.3", sha=SHA,
@@ -157,7 +150,6 @@ def test_the_generated_github_workflow_releases(ci_host, registries, offline_bas
 @pytest.mark.parametrize("mode", ["auto", "split"])
 def test_the_generated_jenkinsfile_releases(ci_host, registries, offline_base, mode):
     host, password = ci_host
-    _fresh_run(host)
     config = _project(host, registries, offline_base, f"jenkins-{mode}", mode)
     text = _ci_init(host, "jenkins", config)
     secrets = _secrets(registries, password)
@@ -173,7 +165,7 @@ def test_the_generated_jenkinsfile_releases(ci_host, registries, offline_base, m
     if mode == "split":
         assert {"linux/amd64", "linux/arm64", "release"} <= set(stages), jenkins.ran
     digest = _assert_released(registries, f"ci/jenkins-{mode}")
-    report = json.loads((host.workspace / "ci" / f"jenkins-{mode}" / "dist" / "release.json").read_text())
+    report = json.loads((jenkins.workspace / "ci" / f"jenkins-{mode}" / "dist" / "release.json").read_text())
     assert report["digest"] == digest
     assert not any(v in (s.out + s.err) for s in host.log for v in secrets.values()), "a secret in a job log"
     print(f"\njenkins ({mode}): {' → '.join(dict.fromkeys(jenkins.ran))}; released {digest}")
@@ -187,11 +179,10 @@ def test_the_generated_gitlab_file_runs_green_under_gitlab_ci_local(ci_host, reg
     if not gcl.exists():
         pytest.fail(f"{gcl} missing: run 'pipeline doctor --install --tests'", pytrace=False)
     host, password = ci_host
-    _fresh_run(host)
     config = _project(host, registries, offline_base, f"gitlab-{mode}", mode)
     text = _ci_init(host, "gitlab", config)
     secrets = _secrets(registries, password)
-    ran = cirunner.gitlab_local(host, text, gcl, tag="v1.2.3", variables=secrets)
+    ran, ws = cirunner.gitlab_local(host, text, gcl, tag="v1.2.3", variables=secrets)
     assert "PASS  release" in ran.out, ran.out[-3000:]
     assert "plan" not in [ln.split()[1] for ln in ran.out.splitlines() if ln.startswith((" PASS", " FAIL"))]
     if mode == "split":
@@ -200,7 +191,7 @@ def test_the_generated_gitlab_file_runs_green_under_gitlab_ci_local(ci_host, reg
         digest = _assert_released(registries, f"ci/gitlab-{mode}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- gitlab-ci-local\n{ran.out[-6000:]}") from None
-    dotenv = (host.workspace / "ci" / f"gitlab-{mode}" / "dist" / "release.env").read_text()
+    dotenv = (ws / "ci" / f"gitlab-{mode}" / "dist" / "release.env").read_text()
     assert f"PIPELINE_DIGEST={digest}" in dotenv
     assert not any(v in ran.out + ran.err for v in secrets.values()), "a secret in the job log"
     print(f"\ngitlab ({mode}) under gitlab-ci-local: {', '.join(ln.strip() for ln in ran.out.splitlines() if ln.startswith(' PASS'))}")

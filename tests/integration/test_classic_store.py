@@ -33,6 +33,16 @@ def toolchain(docker_engine, registries, require_tool):
         require_tool(tool)
 
 
+@pytest.fixture(autouse=True)
+def stop_loopback(tmp_path):
+    """The loopback registry of builds a release starts (kept running for the next build, as on a user's
+    machine) is stopped with the test: it lives in the test's directory."""
+    yield
+    from pipeline.setup import localregistry
+
+    localregistry.stop(localregistry.BUILD_LOOPBACK, state_root=tmp_path / ".pipeline" / "registry")
+
+
 def _events(stderr: str) -> list[dict]:
     out = []
     for line in stderr.splitlines():

@@ -45,6 +45,8 @@ import yaml
 from tests.support.runner import Runner
 
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+JOB_KEYS = {"if", "runs-on", "steps", "env", "needs", "strategy", "permissions", "outputs"}
+STEP_KEYS = {"name", "id", "uses", "with", "run", "env", "if"}
 
 
 class CIError(AssertionError):
@@ -62,16 +64,34 @@ class StepLog:
 
 @dataclass
 class Host:
-    """A runner host: the user, the workspace, the variables every job gets."""
+    """A runner host: the user, the checkout every job starts from, the variables every job gets.
+
+    Each job runs in a workspace of its own, a fresh copy of :attr:`checkout` (as a job on another
+    runner gets its own checkout): what passes between jobs is artifacts (or stashes) only. Their
+    ``.nox`` is one shared directory, as a cache restores it."""
 
     runner: Runner
-    workspace: Path
+    checkout: Path
     base_env: dict[str, str]
     log: list[StepLog] = field(default_factory=list)
+    made: int = 0
 
-    def sh(self, where: str, script: str, env: Mapping[str, str], *, shell: tuple[str, ...]) -> StepLog:
-        r = self.runner.run([*shell, script], self.runner.env({**self.base_env, **env}), cwd=self.workspace,
-                            timeout=2400)
+    def __post_init__(self) -> None:
+        self.cache = self.checkout.parent / "nox-cache"
+        self.cache.mkdir(exist_ok=True)
+        self.runner.own(self.cache)
+
+    def workspace(self, name: str) -> Path:
+        self.made += 1
+        ws = self.checkout.parent / "jobs" / f"{self.made:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
+        shutil.copytree(self.checkout, ws, symlinks=True)
+        (ws / ".nox").symlink_to(self.cache)
+        self.runner.own(ws)
+        return ws
+
+    def sh(self, where: str, script: str, env: Mapping[str, str], *, shell: tuple[str, ...],
+           cwd: Path) -> StepLog:
+        r = self.runner.run([*shell, script], self.runner.env({**self.base_env, **env}), cwd=cwd, timeout=2400)
         entry = StepLog(where, script, r.returncode, r.stdout, r.stderr)
         self.log.append(entry)
         if r.returncode != 0:
@@ -155,8 +175,8 @@ class GitHub:
                  actor: str = "pipeline-bot", repository: str = "acme/app") -> None:
         self.host = host
         self.workflow = yaml.safe_load(text)
-        self.artifacts = host.workspace.parent / "artifacts"
-        self.temp = host.workspace.parent / "runner-temp"
+        self.artifacts = host.checkout.parent / f"artifacts-{host.made}"
+        self.temp = host.checkout.parent / "runner-temp"
         for d in (self.artifacts, self.temp):
             d.mkdir(exist_ok=True)
         host.runner.own(self.artifacts, self.temp)
@@ -167,12 +187,28 @@ class GitHub:
                     "GITHUB_REF_TYPE": "tag" if ref.startswith("refs/tags/") else "branch", "GITHUB_SHA": sha,
                     "GITHUB_ACTOR": actor, "GITHUB_REPOSITORY": repository,
                     "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "1", "GITHUB_RUN_NUMBER": "1",
-                    "GITHUB_WORKSPACE": str(host.workspace), "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64",
+                    "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64",
                     "RUNNER_TEMP": str(self.temp)}
         self.outputs: dict[str, dict[str, str]] = {}
         self.ran: list[str] = []
 
+    def triggered(self) -> bool:
+        """Does the workflow's ``on:`` start for this event and ref (push: its branches and tags globs)?"""
+        on = self.workflow.get("on") or {}
+        event = self.github["event_name"]
+        if event not in on:
+            return False
+        spec = on[event] or {}
+        ref = self.github["ref"]
+        if event == "push" and ref.startswith("refs/tags/"):
+            return any(fnmatch.fnmatchcase(ref[len("refs/tags/"):], g) for g in spec.get("tags") or [])
+        if event == "push" and ref.startswith("refs/heads/"):
+            return any(fnmatch.fnmatchcase(ref[len("refs/heads/"):], g) for g in spec.get("branches") or [])
+        return True
+
     def run(self) -> dict[str, dict[str, str]]:
+        if not self.triggered():
+            raise CIError(f"the workflow does not start for a {self.github['event_name']} of {self.github['ref']}")
         jobs: dict[str, Any] = self.workflow["jobs"]
         done: set[str] = set()
         while len(done) < len(jobs):
@@ -198,6 +234,10 @@ class GitHub:
     def _steps(self, name: str, job: dict[str, Any], ctx: dict[str, Any]) -> None:
         where = name + (f" ({ctx['matrix']})" if ctx.get("matrix") else "")
         self.ran.append(where)
+        ws = self.host.workspace(where)
+        unknown = set(job) - JOB_KEYS
+        if unknown:
+            raise CIError(f"{name}: job keys the test runner does not know: {sorted(map(str, unknown))}")
         env = {**substitute(self.workflow.get("env") or {}, ctx), **substitute(job.get("env") or {}, ctx)}
         steps_ctx: dict[str, Any] = {}
         ctx["steps"] = steps_ctx
@@ -206,27 +246,29 @@ class GitHub:
             if not _condition(step.get("if"), ctx):
                 continue
             label = f"{where} step {i + 1}"
+            if set(step) - STEP_KEYS:
+                raise CIError(f"{label}: step keys the test runner does not know: {sorted(set(step) - STEP_KEYS)}")
             step_env = {**env, **substitute(step.get("env") or {}, ctx)}
             if "uses" in step:
-                self._action(label, substitute(step["uses"], ctx), substitute(step.get("with") or {}, ctx),
+                self._action(label, ws, substitute(step["uses"], ctx), substitute(step.get("with") or {}, ctx),
                              path_extra)
                 continue
             out_file = self.temp / f"output-{len(self.host.log)}"
             out_file.write_text("")
             self.host.runner.own(out_file)
             summary = self.temp / "summary.md"
-            run_env = {**self.env, **step_env, "GITHUB_OUTPUT": str(out_file), "GITHUB_STEP_SUMMARY": str(summary)}
+            run_env = {**self.env, **step_env, "GITHUB_OUTPUT": str(out_file), "GITHUB_STEP_SUMMARY": str(summary),
+                       "GITHUB_WORKSPACE": str(ws)}
             if path_extra:
                 run_env["PATH"] = ":".join([*path_extra, self.host.runner.env(self.host.base_env)["PATH"]])
             self.host.sh(label, substitute(step["run"], ctx), run_env,
-                         shell=("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"))
+                         shell=("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"), cwd=ws)
             if step.get("id"):
                 steps_ctx[step["id"]] = {"outputs": _read_outputs(out_file)}
         self.outputs[name] = {k: substitute(v, ctx) for k, v in (job.get("outputs") or {}).items()}
 
-    def _action(self, label: str, uses: str, with_: dict[str, Any], path_extra: list[str]) -> None:
+    def _action(self, label: str, ws: Path, uses: str, with_: dict[str, Any], path_extra: list[str]) -> None:
         action = uses.split("@", 1)[0]
-        ws = self.host.workspace
         if action == "actions/checkout":
             if not (ws / "noxfile.py").exists():
                 raise CIError(f"{label}: the workspace is not a checkout")
@@ -237,7 +279,7 @@ class GitHub:
                 raise CIError(f"{label}: setup-python {want} asked for; this host's substitute has {have}")
             venv = self.temp / f"python-{want}"
             if not (venv / "bin" / "python").exists():
-                self.host.sh(label, f"python3 -m venv {venv}", {}, shell=("sh", "-c"))
+                self.host.sh(label, f"python3 -m venv {venv}", {}, shell=("sh", "-c"), cwd=ws)
             path_extra.insert(0, str(venv / "bin"))
         elif action == "actions/cache":
             pass
@@ -333,11 +375,12 @@ class Jenkins:
         self.tree = parse_blocks(text)
         self.branch, self.tag = branch, tag
         self.credentials = dict(credentials)   # id -> (user, password) or secret text
-        self.stashes = host.workspace.parent / "stashes"
+        self.workspace = host.workspace("jenkins")     # the pipeline's agent; a stage's own agent gets its own
+        self.stashes = host.checkout.parent / f"stashes-{host.made}"
         self.stashes.mkdir(exist_ok=True)
         self.ran: list[str] = []
         self.env: dict[str, str] = {"JENKINS_URL": "http://jenkins.invalid/", "BUILD_NUMBER": "1",
-                                    "JOB_NAME": "acme/app", "WORKSPACE": str(host.workspace)}
+                                    "JOB_NAME": "acme/app"}
         if tag:
             self.env["TAG_NAME"] = tag
         if branch:
@@ -363,49 +406,55 @@ class Jenkins:
             raise CIError(f"no {head} block in {block.head or 'the file'}")
         return None
 
-    def _stage(self, block: Any, names: list[str]) -> None:
+    def _stage(self, block: Any, names: list[str], ws: Path | None = None) -> None:
         m = _STAGE.match(block.head) if isinstance(block, Block) else None
         if not m:
             raise CIError(f"stages: not a stage: {block if isinstance(block, str) else block.head}")
         names = [*names, _groovy_unquote(m.group(1))]
+        ws = ws or self.workspace
         for st in block.body:
             if isinstance(st, str) and st.startswith("when ") and not self._when(st):
                 return
+            if isinstance(st, str) and st.startswith("agent "):       # another agent: its own workspace
+                ws = self.host.workspace(" ".join(names))
         for part in block.body:
             if isinstance(part, str):
                 if not part.startswith(("when ", "agent ")):
                     raise CIError(f"{' / '.join(names)}: a line the test runner does not know: {part}")
             elif part.head == "steps":
-                self._steps(part, names, {})
+                self._steps(part, names, {}, ws)
             elif part.head == "parallel":
                 for sub in part.body:
-                    self._stage(sub, names)
+                    self._stage(sub, names, ws)
             elif part.head == "post":
                 for cond in part.body:
-                    self._steps(cond, names, {})
+                    if not isinstance(cond, Block) or cond.head != "always":
+                        raise CIError(f"{' / '.join(names)}: a post condition the test runner does not know")
+                    self._steps(cond, names, {}, ws)
             else:
                 raise CIError(f"{' / '.join(names)}: a block the test runner does not know: {part.head}")
 
-    def _steps(self, block: Block, names: list[str], bound: dict[str, str]) -> None:
+    def _steps(self, block: Block, names: list[str], bound: dict[str, str], ws: Path) -> None:
         where = " / ".join(names)
         for st in block.body:
             if isinstance(st, Block):
                 if not st.head.startswith("withCredentials(["):
                     raise CIError(f"{where}: a block the test runner does not know: {st.head}")
-                self._steps(st, names, {**bound, **self._bind(st.head)})
+                self._steps(st, names, {**bound, **self._bind(st.head)}, ws)
                 continue
             m = _SH.match(st)
             if m:
                 self.ran.append(where)
-                self.host.sh(where, _groovy_unquote(m.group(1)), {**self.env, **bound}, shell=("sh", "-c"))
+                self.host.sh(where, _groovy_unquote(m.group(1)), {**self.env, "WORKSPACE": str(ws), **bound},
+                             shell=("sh", "-c"), cwd=ws)
             elif st.startswith("stash name:"):
                 name, includes = re.findall(r"'([^']*)'", st)[:2]
-                self._stash(name, includes)
+                self._stash(ws, name, includes)
             elif st.startswith("unstash "):
-                self._unstash(re.findall(r"'([^']*)'", st)[0])
+                self._unstash(ws, re.findall(r"'([^']*)'", st)[0])
             elif st.startswith(("junit ", "archiveArtifacts ")):
                 pattern = re.findall(r"(?:testResults|artifacts): '([^']*)'", st)[0]
-                if not globmod.glob(str(self.host.workspace / pattern), recursive=True):
+                if not globmod.glob(str(ws / pattern), recursive=True):
                     raise CIError(f"{where}: {st.split()[0]}: nothing matches {pattern}")
             else:
                 raise CIError(f"{where}: a step the test runner does not know: {st}")
@@ -432,19 +481,24 @@ class Jenkins:
             out[var] = self.credentials[cid]
         return out
 
-    def _stash(self, name: str, includes: str) -> None:
+    def _stash(self, ws: Path, name: str, includes: str) -> None:
         dest = self.stashes / name
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
-        for path in self.host.workspace.glob(includes):
+        for found in globmod.glob(str(ws / includes), recursive=True):   # Ant-style: ** is every file below
+            path = Path(found)
             if path.is_file():
-                rel = path.relative_to(self.host.workspace)
+                rel = path.relative_to(ws)
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest / rel)
+        if not any(dest.rglob("*")):
+            raise CIError(f"stash {name}: nothing matches {includes}")
 
-    def _unstash(self, name: str) -> None:
-        shutil.copytree(self.stashes / name, self.host.workspace, dirs_exist_ok=True)
-        self.host.runner.own(self.host.workspace)
+    def _unstash(self, ws: Path, name: str) -> None:
+        if not (self.stashes / name).exists():
+            raise CIError(f"unstash {name}: no such stash")
+        shutil.copytree(self.stashes / name, ws, dirs_exist_ok=True)
+        self.host.runner.own(ws)
 
 
 def copy_checkout(root: Path, dest: Path) -> None:
@@ -466,11 +520,12 @@ def copy_checkout(root: Path, dest: Path) -> None:
 
 
 def gitlab_local(host: Host, text: str, gitlab_ci_local: Path, *, tag: str,
-                 variables: Mapping[str, str]) -> StepLog:
+                 variables: Mapping[str, str]) -> tuple[StepLog, Path]:
     """The whole pipeline of ``text`` for a push of ``tag``, under gitlab-ci-local's shell executor, as the
     runner user. CI/CD variables go through ``.gitlab-ci-local-variables.yml`` (0600), as masked project
     variables would; the workspace becomes a git repository, as a runner's checkout is."""
-    ws = host.workspace
+    ws = host.workspace("gitlab")
+    (ws / ".nox").unlink()            # gitlab-ci-local copies tracked files into each job's own directory
     (ws / ".gitlab-ci.yml").write_text(text)
     var_file = ws / ".gitlab-ci-local-variables.yml"
     var_file.write_text(yaml.safe_dump(dict(variables)))
@@ -479,7 +534,7 @@ def gitlab_local(host: Host, text: str, gitlab_ci_local: Path, *, tag: str,
     git = "git -c user.email=ci@example.invalid -c user.name=ci"
     init = "" if (ws / ".git").exists() else "git init -q -b main && "
     host.sh("gitlab: checkout", f"{init}{git} add -A && ({git} commit -q -m release || true)", {},
-            shell=("sh", "-c"))
+            shell=("sh", "-c"), cwd=ws)
     # gitlab-ci-local says GITLAB_CI=false (so that scripts can tell) and names the checked-out branch; a
     # tag pipeline on GitLab says GITLAB_CI=true, CI_COMMIT_TAG, and has no CI_COMMIT_BRANCH
     tag_pipeline = (f"--variable GITLAB_CI=true --variable CI_COMMIT_TAG={tag} --variable CI_COMMIT_REF_NAME={tag}"
@@ -487,5 +542,6 @@ def gitlab_local(host: Host, text: str, gitlab_ci_local: Path, *, tag: str,
     # each job in a copy of the checkout of its own (--shell-isolation), as on separate runners: the build
     # jobs of a matrix hand their digests to the merge job through artifacts only
     quiet = "GITLAB_CI,CI_COMMIT_REF_NAME,CI_COMMIT_BRANCH,CI_PIPELINE_SOURCE"
-    return host.sh("gitlab-ci-local", f"{gitlab_ci_local} --force-shell-executor --shell-isolation"
-                   f" --ignore-predefined-vars {quiet} {tag_pipeline}", {}, shell=("sh", "-c"))
+    ran = host.sh("gitlab-ci-local", f"{gitlab_ci_local} --force-shell-executor --shell-isolation"
+                  f" --ignore-predefined-vars {quiet} {tag_pipeline}", {}, shell=("sh", "-c"), cwd=ws)
+    return ran, ws

@@ -111,36 +111,46 @@ def missing_host_tools() -> list[str]:
 
 @contextlib.contextmanager
 def runner_user() -> Iterator[Runner]:
-    """The runner user for one test session (root only)."""
-    if subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0:
-        subprocess.run(["groupadd", GROUP], check=True)
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--groups", GROUP, USER], check=True)
-    else:
-        subprocess.run(["usermod", "-aG", GROUP, USER], check=True)
-    user = pwd.getpwnam(USER)
-    gid = grp.getgrnam(GROUP).gr_gid
+    """The runner user for one test session (root only). It gets the docker socket through the socket's
+    own group; a socket owned by root's group is lent a group of its own for the session (and given
+    back, whatever happens)."""
     socket_stat = SOCKET.stat()
-    os.chown(SOCKET, -1, gid)
-    os.chmod(SOCKET, socket_stat.st_mode | 0o060)
-    work = Path(tempfile.mkdtemp(prefix="pl-runner-", dir="/tmp"))
-    os.chmod(work, 0o755)
-    (work / "home").mkdir()
-    site = Path(httpx.__file__).resolve().parents[1]
-    if _readable_by_others(ROOT / "pipeline" / "__init__.py") and _readable_by_others(site / "httpx" / "__init__.py"):
-        pythonpath = os.pathsep.join([str(ROOT), str(site)])
-    else:   # the checkout is in a private directory (e.g. under /root): the user gets a copy
-        shutil.copytree(ROOT / "pipeline", work / "src" / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(site, work / "site", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-        pythonpath = os.pathsep.join([str(work / "src"), str(work / "site")])
-    runner = Runner(user.pw_uid, user.pw_gid, work, work / "home", pythonpath)
-    runner.own(work)
+    work: Path | None = None
     try:
+        if socket_stat.st_gid != 0:
+            group = grp.getgrgid(socket_stat.st_gid).gr_name
+        else:
+            group = GROUP
+            if subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0:
+                subprocess.run(["groupadd", GROUP], check=True)
+        if subprocess.run(["id", USER], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
+        subprocess.run(["usermod", "-aG", group, USER], check=True)
+        if socket_stat.st_gid == 0:
+            os.chown(SOCKET, -1, grp.getgrnam(GROUP).gr_gid)
+            os.chmod(SOCKET, socket_stat.st_mode | 0o060)
+        user = pwd.getpwnam(USER)
+        work = Path(tempfile.mkdtemp(prefix="pl-runner-", dir="/tmp"))
+        os.chmod(work, 0o755)
+        (work / "home").mkdir()
+        site = Path(httpx.__file__).resolve().parents[1]
+        if _readable_by_others(ROOT / "pipeline" / "__init__.py") and \
+                _readable_by_others(site / "httpx" / "__init__.py"):
+            pythonpath = os.pathsep.join([str(ROOT), str(site)])
+        else:   # the checkout is in a private directory (e.g. under /root): the user gets a copy
+            shutil.copytree(ROOT / "pipeline", work / "src" / "pipeline",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(site, work / "site", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            pythonpath = os.pathsep.join([str(work / "src"), str(work / "site")])
+        runner = Runner(user.pw_uid, user.pw_gid, work, work / "home", pythonpath)
+        runner.own(work)
         yield runner
     finally:
-        os.chown(SOCKET, -1, socket_stat.st_gid)
-        os.chmod(SOCKET, socket_stat.st_mode)
-        shutil.rmtree(work, ignore_errors=True)
+        if socket_stat.st_gid == 0 and SOCKET.exists():
+            os.chown(SOCKET, -1, 0)
+            os.chmod(SOCKET, socket_stat.st_mode)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _sources() -> dict[str, Path]:

@@ -163,9 +163,9 @@ def test_gitlab_validates_against_the_gitlab_ci_schema(tmp_path, text):
 def test_gitlab_jobs(tmp_path):
     doc = yaml.safe_load(citemplates.render("gitlab", cfg_of(tmp_path, BASE), "config/pipeline.toml"))
     base = doc[".nox"]
-    assert base["before_script"] == ["python3 -m venv .nox-bin", ".nox-bin/bin/pip install --quiet nox",
+    assert base["before_script"] == ["python3 -m venv .nox-bin", ".nox-bin/bin/python -m pip install --quiet nox",
                                      'export PATH="$PWD/.nox-bin/bin:$PATH"']
-    assert base["cache"] == {"key": {"files": ["pyproject.toml", "noxfile.py"]}, "paths": [".nox/", ".nox-bin/"]}
+    assert base["cache"] == {"key": {"files": ["pyproject.toml", "noxfile.py"]}, "paths": [".nox/"]}
     assert doc["plan"]["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
     assert doc["plan"]["script"] == ["nox -s plan"]
     release = doc["release"]

@@ -87,3 +87,17 @@ def test_what_needs_root_is_said_not_skipped(tmp_path, monkeypatch):
     said = userinstall.install(["qemu-binfmt", "docker-engine"], env={"HOME": str(tmp_path), "PATH": "/usr/bin"})
     assert any(s.startswith("not installed (needs root): qemu-binfmt:") for s in said)
     assert any(s.startswith("not installed (needs root): docker-engine:") for s in said)
+
+
+def test_a_mirrors_credentials_never_reach_the_output(served, tmp_path, monkeypatch):
+    url, folder = served
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    body = b"#!/bin/sh\necho cosign\n"
+    (folder / "cosign-linux-amd64").write_bytes(body)
+    (folder / "cosign_checksums.txt").write_text(f"{hashlib.sha256(body).hexdigest()}  cosign-linux-amd64\n")
+    with_creds = url.replace("http://", "http://ci-user:s3cr3t-token@")
+    said = userinstall.install_one(userinstall.RELEASES["cosign"], base=with_creds, arch="amd64")
+    assert "s3cr3t-token" not in said and "ci-user" not in said and url in said
+    with pytest.raises(ToolError) as err:
+        userinstall.install_one(userinstall.RELEASES["buildx"], base=with_creds, arch="amd64")
+    assert "s3cr3t-token" not in str(err.value) and "HTTP 404" in str(err.value)
