@@ -67,12 +67,17 @@ def test_a_file_that_does_not_match_its_checksum_is_not_installed(served, tmp_pa
     assert not list((tmp_path / "home").rglob("*cosign*"))
 
 
+def _publish_cosign(folder: Path, body: bytes = b"#!/bin/sh\necho cosign\n") -> bytes:
+    """cosign's amd64 binary and its checksum file in the mirror."""
+    (folder / "cosign-linux-amd64").write_bytes(body)
+    (folder / "cosign_checksums.txt").write_text(f"{hashlib.sha256(body).hexdigest()}  cosign-linux-amd64\n")
+    return body
+
+
 def test_a_good_file_is_installed_executable_and_a_missing_one_names_the_url(served, tmp_path, monkeypatch):
     url, folder = served
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    body = b"#!/bin/sh\necho cosign\n"
-    (folder / "cosign-linux-amd64").write_bytes(body)
-    (folder / "cosign_checksums.txt").write_text(f"{hashlib.sha256(body).hexdigest()}  cosign-linux-amd64\n")
+    body = _publish_cosign(folder)
     said = userinstall.install_one(userinstall.RELEASES["cosign"], base=url, arch="amd64")
     dest = tmp_path / "home" / ".local" / "bin" / "cosign"
     assert dest.read_bytes() == body and dest.stat().st_mode & 0o111
@@ -92,9 +97,7 @@ def test_what_needs_root_is_said_not_skipped(tmp_path, monkeypatch):
 def test_a_mirrors_credentials_never_reach_the_output(served, tmp_path, monkeypatch):
     url, folder = served
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    body = b"#!/bin/sh\necho cosign\n"
-    (folder / "cosign-linux-amd64").write_bytes(body)
-    (folder / "cosign_checksums.txt").write_text(f"{hashlib.sha256(body).hexdigest()}  cosign-linux-amd64\n")
+    _publish_cosign(folder)
     with_creds = url.replace("http://", "http://ci-user:s3cr3t-token@")
     said = userinstall.install_one(userinstall.RELEASES["cosign"], base=with_creds, arch="amd64")
     assert "s3cr3t-token" not in said and "ci-user" not in said and url in said
