@@ -3,30 +3,22 @@ builds), and a single-platform build wrapped as an index, so every release is an
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from pipeline.metadata.tags import TagsOutput
-from pipeline.tools.oci import OCI_INDEX, Descriptor, Layout, platform_name
+from pipeline.tools.oci import Layout, platform_name
 
 
-def _index(entries: list[dict[str, Any]], tags: TagsOutput) -> bytes:
-    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    ann = {k.split(":", 1)[1]: v for k, v in tags.result.annotations.items() if k.startswith("index:")}
-    if ann:
-        index["annotations"] = ann
-    return json.dumps(index, separators=(",", ":")).encode()
+def _annotations(tags: TagsOutput) -> dict[str, str]:
+    """The ``index:`` annotations of the tag rules, for the index itself."""
+    return {k.split(":", 1)[1]: v for k, v in tags.result.annotations.items() if k.startswith("index:")}
 
 
 def wrap_index(layout: Layout, digest: str, tags: TagsOutput) -> str:
     """An index over the one manifest ``digest`` (a single-platform build), made the layout's root."""
-    body = _index([layout.platform_entry(digest)], tags)
-    index = layout.put(body)
-    layout.set_root(Descriptor(OCI_INDEX, index, len(body)))
-    return index
+    return layout.put_index([layout.platform_entry(digest)], _annotations(tags))
 
 
 def merge_layouts(dest: Path, parts: list[tuple[Layout, str]], tags: TagsOutput) -> tuple[Layout, str]:
@@ -38,9 +30,7 @@ def merge_layouts(dest: Path, parts: list[tuple[Layout, str]], tags: TagsOutput)
     for part, digest in parts:
         for kind, desc in part.walk(digest):
             _link(part.blob_path(desc.digest), merged.blob_path(desc.digest))
-    body = _index([merged.platform_entry(digest) for _, digest in parts], tags)
-    index = merged.put(body)
-    merged.set_root(Descriptor(OCI_INDEX, index, len(body)))
+    index = merged.put_index([merged.platform_entry(digest) for _, digest in parts], _annotations(tags))
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

@@ -233,7 +233,6 @@ def _build(context: Path, built: Path, platforms: Sequence[str], metadata: Path,
 
     from pipeline.setup import localregistry
     from pipeline.tools import docker, transfer
-    from pipeline.tools.oci import OCI_INDEX, Descriptor
     from pipeline.tools.registry import Registry
 
     engine = docker.engine_info()
@@ -254,11 +253,7 @@ def _build(context: Path, built: Path, platforms: Sequence[str], metadata: Path,
                 raise ToolError(f"offline base: buildx reported no image digest for {ref}", tool="buildx")
             transfer.pull(loop, DEFAULT_REPOSITORY, digest, layout)
             entries.append(layout.platform_entry(digest))
-    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
-                      separators=(",", ":")).encode()
-    index = layout.put(body)
-    layout.set_root(Descriptor(OCI_INDEX, index, len(body)))
-    return index
+    return layout.put_index(entries)
 
 
 def _busyboxes(platforms: Sequence[str]) -> dict[str, bytes]:

@@ -44,7 +44,7 @@ from typing import Any
 from pipeline.errors import ToolError
 from pipeline.tools import proc
 from pipeline.tools.buildx import multi_platform_reason, parse_buildx_inspect
-from pipeline.tools.cosign import help_major
+from pipeline.tools.cosign import help_major, leading_major
 from pipeline.tools.cosign import parse_version as parse_cosign_version
 from pipeline.tools.docker import engine_info
 
@@ -319,13 +319,6 @@ def _is_debian_like(f: Facts) -> bool:
     return f.os_id in ("debian", "ubuntu") or bool({"debian", "ubuntu"} & set(f.os_like))
 
 
-def _major(version: str) -> int:
-    """The major of ``2.5.0``, ``v3.1.1`` or a bare ``2`` (all the detection knows of an unpackaged
-    Debian build); 0 when it says nothing."""
-    m = re.match(r"v?(\d+)", version.strip())
-    return int(m.group(1)) if m else 0
-
-
 def missing_tools(f: Facts) -> tuple[str, ...]:
     """Tool names (as in :data:`NEEDED_BY`) that are absent or too old."""
     out = []
@@ -340,7 +333,7 @@ def missing_tools(f: Facts) -> tuple[str, ...]:
         out.append("qemu-binfmt")
     if not f.trivy:
         out.append("trivy")
-    if not f.cosign or _major(f.cosign) < MIN_COSIGN_MAJOR:
+    if not f.cosign or leading_major(f.cosign) < MIN_COSIGN_MAJOR:
         out.append("cosign")
     if not f.registry:
         out.append("docker-registry")
@@ -636,7 +629,7 @@ def probe() -> list[ToolStatus]:
             f"emulated platforms: {regs}" + (f"; missing: {', '.join(missing)}" if missing else ""))
     add("trivy", bool(f.trivy), f.trivy, f"at {proc.which('trivy')}" if f.trivy else "trivy not found")
     if f.cosign:
-        major = _major(f.cosign)
+        major = leading_major(f.cosign)
         ok = major >= MIN_COSIGN_MAJOR
         add("cosign", ok, f.cosign, f"major version {major}" + ("" if ok else f"; need >= {MIN_COSIGN_MAJOR}"))
     else:
@@ -1039,10 +1032,11 @@ def install_without_root(*, download_base: str | None = None) -> list[str]:
         done.append(f"sudo -n pipeline doctor --install failed ({last[:200]}); installing what needs no root")
     f = gather_facts()
     missing = list(missing_tools(f))
-    if "docker-engine" in missing and engine_info(timeout=10) is not None:
+    engine_answers = engine_info(timeout=10) is not None
+    if "docker-engine" in missing and engine_answers:
         missing.remove("docker-engine")      # an engine answers (its dockerd is not ours to see)
     done += userinstall.install(missing, base=download_base)
-    if engine_info(timeout=10) is None and "docker-engine" not in missing:
+    if not engine_answers and "docker-engine" not in missing:
         done.append("not started (needs root): dockerd is installed but does not answer; ask an administrator to"
                     " start it, or to add you to its socket's group")
     return done or ["nothing to install"]

@@ -124,11 +124,11 @@ def install_one(release: Release, *, base: str | None = None, arch: str | None =
     try:
         sums = download.text(f"{root}/{sums_name}")
     except download.DownloadError as exc:
-        raise ToolError(f"{release.tool}: cannot fetch the checksum file: {shown(str(exc))}",
+        raise ToolError(f"{release.tool}: cannot fetch the checksum file: {exc}",
                         tool=release.tool) from None
     want = parse_checksums(sums, asset)
     if want is None:
-        raise ToolError(f"{release.tool}: {shown(root)}/{sums_name} lists no checksum for {asset}",
+        raise ToolError(f"{release.tool}: {download.shown(root)}/{sums_name} lists no checksum for {asset}",
                         tool=release.tool)
     dest = target(release, env)
     with tempfile.TemporaryDirectory(prefix="pipeline-install-") as tmp:
@@ -138,7 +138,7 @@ def install_one(release: Release, *, base: str | None = None, arch: str | None =
         except download.DownloadError as exc:
             raise ToolError(f"{release.tool}: {exc}", tool=release.tool) from None
         if got != want:
-            raise ToolError(f"{release.tool}: {shown(root)}/{asset} has sha256 {got}, but {sums_name} says {want};"
+            raise ToolError(f"{release.tool}: {download.shown(root)}/{asset} has sha256 {got}, but {sums_name} says {want};"
                             " nothing was installed (a damaged mirror or download)", tool=release.tool)
         data = _binary(release, got_file)
     try:
@@ -155,19 +155,7 @@ def install_one(release: Release, *, base: str | None = None, arch: str | None =
     except OSError as exc:
         raise ToolError(f"{release.tool}: cannot write {dest}: {exc.strerror}", tool=release.tool) from None
     return (f"installed {release.tool} {release.version} to {dest} (sha256 checked against {sums_name} from"
-            f" {shown(root)})")
-
-
-def shown(url: str) -> str:
-    """``url`` without a user or password (a mirror's credentials never reach output)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+            f" {download.shown(root)})")
 
 
 def _binary(release: Release, path: Path) -> bytes:

@@ -64,12 +64,18 @@ _INFRA_PHRASES = ("connection refused", "no such host", "i/o timeout", "tls:", "
 # --------------------------------------------------------------------------- versions and key references
 
 
-def major_version(version: str | None) -> int:
-    """``"2.5.0"`` → 2, ``"v3.1.2"`` → 3, ``"2"`` → 2; a version older than v2 or unknown is a ToolError."""
+def leading_major(version: str | None) -> int:
+    """``"2.5.0"`` → 2, ``"v3.1.2"`` → 3, ``"2"`` → 2 (all a ``devel`` build's behaviour tells); 0 when
+    ``version`` says nothing."""
     m = re.match(r"^v?(\d+)", (version or "").strip())
-    if not m:
+    return int(m.group(1)) if m else 0
+
+
+def major_version(version: str | None) -> int:
+    """:func:`leading_major`, where a version older than v2 or unknown is a ToolError."""
+    major = leading_major(version)
+    if not major:
         raise ToolError("cosign: cannot tell its version (run 'pipeline doctor')", tool=COSIGN)
-    major = int(m.group(1))
     if major < MIN_MAJOR:
         raise ToolError(f"cosign: version {version} is too old; v{MIN_MAJOR} or later is needed", tool=COSIGN)
     return major

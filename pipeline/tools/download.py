@@ -35,7 +35,8 @@ class DownloadError(InfraError):
         self.retry_after: float | None = None
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
+    """``url`` without a user or password (a mirror's credentials never reach output)."""
     from urllib.parse import urlsplit, urlunsplit
 
     p = urlsplit(url)
@@ -46,15 +47,15 @@ def _shown(url: str) -> str:
 
 def _once(url: str, part: Path) -> str:
     digest = hashlib.sha256()
-    shown = _shown(url)
+    said_url = shown(url)
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=TIMEOUT_S) as r:
             downgraded = url.startswith("https://") and any(h.url.scheme == "http" for h in [*r.history, r])
             if downgraded:
-                raise DownloadError(f"{shown}: redirected from https to plain http ({r.url.host}); refused")
+                raise DownloadError(f"{said_url}: redirected from https to plain http ({r.url.host}); refused")
             if r.status_code != 200:
                 temporary = r.status_code == 429 or r.status_code >= 500
-                err = DownloadError(f"{shown}: HTTP {r.status_code}" + ("" if temporary else
+                err = DownloadError(f"{said_url}: HTTP {r.status_code}" + ("" if temporary else
                                     " (check the download base and the version)"),
                                     temporary=temporary, status=r.status_code)
                 after = r.headers.get("retry-after", "")
@@ -71,9 +72,9 @@ def _once(url: str, part: Path) -> str:
         secret = urlsplit(url).password
         if secret:
             said = said.replace(secret, "***")
-        raise DownloadError(f"{shown}: {type(exc).__name__}: {said[:200]}", temporary=True) from None
+        raise DownloadError(f"{said_url}: {type(exc).__name__}: {said[:200]}", temporary=True) from None
     except OSError as exc:
-        raise DownloadError(f"{shown}: cannot write {part}: {exc.strerror}") from None
+        raise DownloadError(f"{said_url}: cannot write {part}: {exc.strerror}") from None
     return digest.hexdigest()
 
 

@@ -287,6 +287,17 @@ class Layout:
             platform["variant"] = config["variant"]
         return {**self.descriptor(digest).to_dict(), "platform": platform}
 
+    def put_index(self, entries: list[dict[str, Any]], annotations: Mapping[str, str] | None = None) -> str:
+        """An OCI image index over ``entries`` (e.g. :meth:`platform_entry`), stored and made the layout's
+        root; its digest."""
+        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        if annotations:
+            index["annotations"] = dict(annotations)
+        body = json.dumps(index, separators=(",", ":")).encode()
+        digest = self.put(body)
+        self.set_root(Descriptor(OCI_INDEX, digest, len(body)))
+        return digest
+
     def platforms(self, digest: str | None = None) -> dict[str, str]:
         """Platform → manifest digest of the root index (or of ``digest``); a single manifest
         counts as the platform its config names."""
