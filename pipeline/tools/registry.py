@@ -280,6 +280,45 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """A registry's pull quota as it reports it (Docker Hub: ``ratelimit-limit: 100;w=21600`` and
+    ``ratelimit-remaining: 76;w=21600``; the window ``w`` in seconds)."""
+
+    limit: int | None
+    remaining: int
+    window_seconds: int | None
+
+    @property
+    def low(self) -> bool:
+        """Little left: at most a tenth of the limit, and never more than 10 pulls."""
+        return self.remaining <= (min(10, max(1, self.limit // 10)) if self.limit else 10)
+
+    def describe(self) -> str:
+        of = f" of {self.limit}" if self.limit is not None else ""
+        per = f" per {self.window_seconds // 3600} h" if self.window_seconds and self.window_seconds % 3600 == 0 \
+            else (f" per {self.window_seconds} s" if self.window_seconds else "")
+        return f"{self.remaining}{of} pulls left{per}"
+
+
+def _quota(value: str) -> tuple[int | None, int | None]:
+    head, _, rest = value.partition(";")
+    window = re.search(r"\bw=(\d+)", rest)
+    return (int(head) if head.strip().isdigit() else None), (int(window.group(1)) if window else None)
+
+
+def rate_limit_of(response: httpx.Response) -> RateLimit | None:
+    """The quota headers of an answer, or None when it has none."""
+    remaining = response.headers.get("ratelimit-remaining")
+    if remaining is None:
+        return None
+    left, window = _quota(remaining)
+    if left is None:
+        return None
+    limit, limit_window = _quota(response.headers.get("ratelimit-limit", ""))
+    return RateLimit(limit, left, window or limit_window)
+
+
 def _next_link(response: httpx.Response) -> str | None:
     m = _LINK_NEXT.search(response.headers.get("Link", ""))
     return m.group(1) if m else None
@@ -325,6 +364,8 @@ class Registry:
                                    transport=transport, verify=ssl_context(not insecure),
                                    headers={"User-Agent": "pipeline"})
         self._no_chunked = False   # the registry refused a chunked upload once: whole blobs from then on
+        self.rate_limit: RateLimit | None = None   # the last pull quota the registry reported
+        self._warned_low = False
         self.counters: dict[str, int] = {"blob_uploads": 0, "blob_mounts": 0, "blob_skips": 0,
                                          "manifest_puts": 0, "token_fetches": 0}
 
@@ -507,8 +548,15 @@ class Registry:
             return RegistryError(self.name, f"{what}: access denied ({code or status}); check that the credentials"
                                  " may push/pull this repository", status=status, code=code)
         if status == 429:
+            quota, wait = rate_limit_of(r), _retry_after(r)
+            if quota is not None and quota.remaining == 0 and wait is None:
+                # a spent pull quota (Docker Hub's): the window is hours, so retrying for minutes only adds load
+                return RegistryError(self.name, f"{what}: pull rate limit reached (429 {code or 'TOOMANYREQUESTS'},"
+                                     f" {quota.describe()}); authenticate for a higher limit, or pull less often"
+                                     " (pipeline's [mirror] keeps base images in a registry of yours)",
+                                     status=status, code=code or "TOOMANYREQUESTS")
             return RegistryError(self.name, f"{what}: rate limited (429 {code or 'TOOMANYREQUESTS'})", status=status,
-                                 code=code, temporary=True, retry_after=_retry_after(r))
+                                 code=code, temporary=True, retry_after=wait)
         if status == 408 or (status >= 500 and status not in (501, 505)):
             return RegistryError(self.name, f"{what}: server error {status} {message}", status=status, code=code,
                                  temporary=True, retry_after=_retry_after(r))
@@ -552,6 +600,7 @@ class Registry:
                 r = self.client.send(req, stream=stream)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc) from None
+            self._note_quota(r)
             if r.status_code != 401:
                 break
             r.close()
@@ -588,6 +637,21 @@ class Registry:
             finally:
                 r.close()
         raise self._status_error(r, what)
+
+    def _note_quota(self, r: httpx.Response) -> None:
+        """Remember the pull quota an answer reports; say it once when little is left."""
+        quota = rate_limit_of(r)
+        if quota is None:
+            return
+        with self._lock:
+            self.rate_limit = quota
+            warn = quota.low and not self._warned_low
+            self._warned_low = self._warned_low or warn
+        if warn:
+            log.get().warning("registry.rate_limit_low", registry=self.name, remaining=quota.remaining,
+                              limit=quota.limit, window_seconds=quota.window_seconds,
+                              note=f"{self.name}: {quota.describe()}; authenticate for a higher limit, or keep"
+                                   " base images in the [mirror]")
 
     def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -146,6 +146,10 @@ def agent_of(user_agent: str | None) -> str:
     return first or "-"
 
 
+HUB_LIMIT_MESSAGE = ("You have reached your pull rate limit. You may increase the limit by authenticating and"
+                     " upgrading: https://www.docker.com/increase-rate-limit")
+
+
 @dataclasses.dataclass
 class Record:
     """One request as the proxy saw it. ``status`` is what the client got (``None``: no
@@ -417,6 +421,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, proxy: FaultProxy, record: Record, decision: _Decision, path: str) -> None:
         body = _Body(self.rfile, self.headers)
         kind = decision.kind
+        quota = proxy._pull_quota(self.command, path)
+        if quota is not None and quota[1]:
+            body.drain()
+            proxy._fault(record, "rate-limit", "pull quota")
+            self._answer(record, 429, _error_body("TOOMANYREQUESTS", HUB_LIMIT_MESSAGE), quota[0])
+            return
+        extra = quota[0] if quota is not None else ()
         if kind in ("429", "503"):
             body.drain()
             proxy._fault(record, kind, decision.reason)
@@ -461,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                     proxy._fault(record, "reset", decision.reason, "before forwarding (body not read)")
                 self._reset(record)
                 return
-            self._relay(proxy, record, resp, truncate=(kind == "truncate"), reason=decision.reason)
+            self._relay(proxy, record, resp, truncate=(kind == "truncate"), reason=decision.reason, extra=extra)
         finally:
             conn.close()
 
@@ -516,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise
 
     def _relay(self, proxy: FaultProxy, record: Record, resp: http.client.HTTPResponse, *,
-               truncate: bool, reason: str | None) -> None:
+               truncate: bool, reason: str | None, extra: Iterable[tuple[str, str]] = ()) -> None:
         """Stream the upstream answer to the client (or half of it, for a truncate)."""
         status = resp.status
         no_body = self.command == "HEAD" or 100 <= status < 200 or status in (204, 304)
@@ -541,6 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if low in URL_HEADERS:
                 value = proxy._rewrite(value, client_base)
+            self.send_header(name, value)
+        for name, value in extra:
             self.send_header(name, value)
         chunked_out = not no_body and length is None and self.request_version >= "HTTP/1.1"
         if chunked_out:
@@ -615,6 +628,9 @@ class FaultProxy:
         self._burst_retry_after = 2
         self._paused = 0
         self._hooks: list[Hook] = []
+        self._quota: tuple[int, int] | None = None
+        self._quota_used = 0
+        self._quota_start = 0.0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -739,6 +755,31 @@ class FaultProxy:
         finally:
             with self._lock:
                 self._paused -= 1
+
+    def pull_quota(self, limit: int | None, window: int = 21600) -> None:
+        """Behave like Docker Hub's pull limit (``None``: off): every manifest GET counts (a HEAD does not);
+        manifest answers carry ``ratelimit-limit: N;w=W`` and ``ratelimit-remaining: R;w=W``; past ``limit``
+        GETs in ``window`` seconds a manifest GET is answered 429 ``TOOMANYREQUESTS`` with Hub's message and
+        headers and no ``Retry-After`` (counted as fault ``rate-limit``). Setting it starts a new window."""
+        with self._lock:
+            self._quota = None if limit is None else (limit, window)
+            self._quota_used = 0
+            self._quota_start = time.monotonic()
+
+    def _pull_quota(self, method: str, path: str) -> tuple[list[tuple[str, str]], bool] | None:
+        """(headers for the answer, refuse?) for a manifest request while the pull quota is on."""
+        with self._lock:
+            if self._quota is None or "/manifests/" not in path or method not in ("GET", "HEAD"):
+                return None
+            limit, window = self._quota
+            if time.monotonic() - self._quota_start > window:
+                self._quota_used, self._quota_start = 0, time.monotonic()
+            refuse = method == "GET" and self._quota_used >= limit
+            if method == "GET" and not refuse:
+                self._quota_used += 1
+            left = max(0, limit - self._quota_used)
+        return [("ratelimit-limit", f"{limit};w={window}"), ("ratelimit-remaining", f"{left};w={window}"),
+                ("docker-ratelimit-source", "127.0.0.1")], refuse
 
     def on_request(self, callback: Hook) -> Hook:
         """Call ``callback(method, path, headers)`` when a request arrives, before its fault
