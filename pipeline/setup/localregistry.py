@@ -27,7 +27,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,8 @@ class RegistryInstance:
     htpasswd: Path | None = None
     ca_cert: Path | None = None      # the self-signed certificate (tls only)
     container_id: str | None = None  # backend "container" only
+    proxy: str | None = None         # a pull-through cache of this upstream (read-only)
+    proxy_ttl: str | None = None
 
     @property
     def url(self) -> str:
@@ -136,8 +138,14 @@ def _q(value: str) -> str:
 
 
 def config_yaml(*, addr: str, root_dir: str, secret: str, delete: bool, htpasswd: str | None = None,
-                tls_cert: str | None = None, tls_key: str | None = None, name: str = "local") -> str:
+                tls_cert: str | None = None, tls_key: str | None = None, name: str = "local",
+                proxy: str | None = None, proxy_ttl: str | None = None) -> str:
     """The registry's ``config.yml``: filesystem storage, access log on, optional htpasswd and TLS.
+
+    With ``proxy`` it is a pull-through cache of that one upstream (distribution's ``proxy:`` mode:
+    read-only, pushes refused). The upstream's credentials never go into the file: the registry reads
+    them from ``REGISTRY_PROXY_USERNAME``/``REGISTRY_PROXY_PASSWORD`` in its environment. ``ttl`` (how
+    long cached content is kept) is honoured by distribution 3; 2.8 keeps it for 7 days whatever it says.
 
     Paths are as the registry process sees them (container paths for the container backend).
     """
@@ -167,7 +175,56 @@ def config_yaml(*, addr: str, root_dir: str, secret: str, delete: bool, htpasswd
         lines += ["  tls:", f"    certificate: {_q(tls_cert)}", f"    key: {_q(tls_key)}"]
     if htpasswd:
         lines += ["auth:", "  htpasswd:", f"    realm: {_q(REALM)}", f"    path: {_q(htpasswd)}"]
+    if proxy:
+        lines += ["proxy:", f"  remoteurl: {_q(proxy)}"] + ([f"  ttl: {_q(proxy_ttl)}"] if proxy_ttl else [])
     return "\n".join(lines) + "\n"
+
+
+def check_proxy_url(url: str) -> str:
+    """The ``--proxy`` upstream: an http(s) URL of a registry's root (Docker Hub: registry-1.docker.io)."""
+    from pipeline.errors import UsageError
+
+    m = re.match(r"^(https?)://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?/?$", url.strip())
+    if not m:
+        raise UsageError(f"--proxy {url}: give the upstream registry's URL, e.g. https://registry-1.docker.io")
+    host = m.group(2).lower()
+    if host in ("docker.io", "index.docker.io"):
+        return f"{m.group(1)}://registry-1.docker.io"
+    return f"{m.group(1)}://{host}{m.group(3) or ''}"
+
+
+def upstream_name(proxy_url: str) -> str:
+    """The registry name clients use for the upstream (``docker.io`` for Docker Hub)."""
+    host = proxy_url.split("://", 1)[1].rstrip("/")
+    return "docker.io" if host in ("registry-1.docker.io", "index.docker.io", "docker.io") else host
+
+
+def client_config(cache_url: str, proxy_url: str) -> dict[str, str]:
+    """What clients need to pull ``proxy_url``'s images through the cache at ``cache_url`` (pure):
+    dockerd's daemon.json (Docker Hub only: dockerd mirrors nothing else), BuildKit's buildkitd.toml (its
+    docker-container builders ignore dockerd's mirrors), containerd's hosts.toml."""
+    upstream = upstream_name(proxy_url)
+    scheme, cache_host = cache_url.split("://", 1)
+    cache_host = cache_host.rstrip("/")
+    loopback = cache_host.split(":")[0] in ("127.0.0.1", "localhost")
+    out: dict[str, str] = {}
+    if upstream == "docker.io":
+        daemon: dict[str, Any] = {"registry-mirrors": [cache_url.rstrip("/")]}
+        if scheme == "http" and not loopback:
+            daemon["insecure-registries"] = [cache_host]
+        out["daemon.json"] = json.dumps(daemon, indent=2) + "\n"
+    else:
+        out["daemon.json"] = (f"# dockerd mirrors only Docker Hub: pull {upstream} images as"
+                              f" {cache_host}/<repository> instead\n")
+    lines = [f"[registry.{_q(upstream)}]", f"  mirrors = [{_q(cache_host)}]"]
+    if scheme == "http":
+        lines += ["", f"[registry.{_q(cache_host)}]", "  http = true"]
+    out["buildkitd.toml"] = "\n".join(lines) + "\n"
+    server = "https://registry-1.docker.io" if upstream == "docker.io" else f"https://{upstream}"
+    out["hosts.toml"] = (f"# /etc/containerd/certs.d/{upstream}/hosts.toml\nserver = {_q(server)}\n\n"
+                         f"[host.{_q(cache_url.rstrip('/'))}]\n  capabilities = [\"pull\", \"resolve\"]\n"
+                         + ("  skip_verify = true\n" if scheme == "https" and loopback else ""))
+    return out
 
 
 def htpasswd_argv(path: Path, user: str) -> list[str]:
@@ -419,11 +476,14 @@ def _self_signed(tls_dir: Path, bind: str) -> tuple[Path, Path]:
 
 def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_STATE_ROOT,
           data_dir: Path | None = None, htpasswd: Path | None = None, delete: bool = True, tls: bool = False,
-          bind: str = "127.0.0.1", deadline_s: float = 20) -> RegistryInstance:
+          bind: str = "127.0.0.1", deadline_s: float = 20, proxy: str | None = None, proxy_ttl: str | None = None,
+          proxy_credentials: tuple[str, str] | None = None) -> RegistryInstance:
     """Start registry ``name`` (idempotent: a running instance with the same settings is returned).
 
     ``port=0`` picks a free port. ``htpasswd`` turns on basic auth (the file is created empty,
-    0600, when missing: add users with :func:`add_user`). Raises :class:`ToolError` when the
+    0600, when missing: add users with :func:`add_user`). ``proxy`` makes it a pull-through cache of that
+    upstream, with ``proxy_credentials`` (user, password) given to the registry process only through its
+    environment. Raises :class:`ToolError` when the
     port is taken by something else, or the registry does not come up within ``deadline_s``.
     """
     state_dir = _state_dir(name, state_root)
@@ -433,9 +493,10 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
     previous = _read_state(state_dir)
     if previous is not None and _running(previous):
         wanted = {"port": port or previous.port, "data_dir": data_dir, "htpasswd": htpasswd, "delete": delete,
-                  "tls": tls, "bind": bind}
+                  "tls": tls, "bind": bind, "proxy": proxy, "proxy_ttl": proxy_ttl}
         have = {"port": previous.port, "data_dir": previous.data_dir, "htpasswd": previous.htpasswd,
-                "delete": previous.delete, "tls": previous.tls, "bind": previous.bind}
+                "delete": previous.delete, "tls": previous.tls, "bind": previous.bind, "proxy": previous.proxy,
+                "proxy_ttl": previous.proxy_ttl}
         diff = [f"{k} {have[k]} (asked {wanted[k]})" for k in wanted if wanted[k] != have[k]]
         if diff:
             raise ToolError(f"registry '{name}' already runs at {previous.host} with other settings: "
@@ -465,11 +526,15 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
 
     inst = RegistryInstance(name=name, host=host, port=port, data_dir=data_dir, state_dir=state_dir, pid=None,
                             auth=htpasswd is not None, delete=delete, tls=tls, backend="binary", bind=bind,
-                            htpasswd=htpasswd, ca_cert=cert)
+                            htpasswd=htpasswd, ca_cert=cert, proxy=proxy, proxy_ttl=proxy_ttl)
+    env: dict[str, str] = {}
+    if proxy_credentials is not None:
+        log.register_secret(proxy_credentials[1])
+        env = {"REGISTRY_PROXY_USERNAME": proxy_credentials[0], "REGISTRY_PROXY_PASSWORD": proxy_credentials[1]}
     if proc.which(BINARY):
-        inst = _start_binary(inst, key, deadline_s)
+        inst = _start_binary(inst, key, deadline_s, env)
     else:
-        inst = _start_container(inst, key, deadline_s)
+        inst = _start_container(inst, key, deadline_s, env)
     log.get().info("registry.started", registry=name, host=host, backend=inst.backend, auth=inst.auth,
                    tls=tls, certs_d_hint=inst.certs_d_hint)
     return inst
@@ -485,18 +550,20 @@ def build_loopback() -> RegistryInstance:
     return start(BUILD_LOOPBACK, port=0, state_root=DEFAULT_STATE_ROOT)
 
 
-def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
+def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
+                  env: Mapping[str, str]) -> RegistryInstance:
     secret = secrets.token_hex(32)
     log.register_secret(secret)
     inst.config_path.write_text(config_yaml(
         addr=listen_addr(inst.bind, inst.port),
         root_dir=str(inst.data_dir), secret=secret, delete=inst.delete,
         htpasswd=str(inst.htpasswd) if inst.htpasswd else None,
-        tls_cert=str(inst.ca_cert) if inst.ca_cert else None, tls_key=str(key) if key else None, name=inst.name))
+        tls_cert=str(inst.ca_cert) if inst.ca_cert else None, tls_key=str(key) if key else None, name=inst.name,
+        proxy=inst.proxy, proxy_ttl=inst.proxy_ttl))
     os.chmod(inst.config_path, 0o600)
     log_start = inst.log_path.stat().st_size if inst.log_path.exists() else 0
     binary = proc.which(BINARY) or BINARY
-    child = proc.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path)
+    child = proc.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path, env=env)
     inst = replace(inst, pid=child.pid)
     _write_state(inst)
     try:
@@ -509,7 +576,8 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float) -
     return inst
 
 
-def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float) -> RegistryInstance:
+def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float,
+                     env: Mapping[str, str]) -> RegistryInstance:
     why = f"'{BINARY}' is not installed either; apt-get install docker-registry"
     docker.ensure_image(IMAGE, why)
     secret = secrets.token_hex(32)
@@ -518,7 +586,7 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
         addr=":5000", root_dir="/var/lib/registry", secret=secret, delete=inst.delete,
         htpasswd="/auth/htpasswd" if inst.htpasswd else None,
         tls_cert="/certs/cert.pem" if inst.ca_cert else None, tls_key="/certs/key.pem" if key else None,
-        name=inst.name))
+        name=inst.name, proxy=inst.proxy, proxy_ttl=inst.proxy_ttl))
     volumes = {str(inst.config_path): {"bind": "/etc/docker/registry/config.yml", "mode": "ro"},
                str(inst.data_dir): {"bind": "/var/lib/registry", "mode": "rw"}}
     if inst.htpasswd:
@@ -527,7 +595,7 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
         volumes[str(inst.ca_cert.parent)] = {"bind": "/certs", "mode": "ro"}
     container_id = docker.run_container(IMAGE, CONTAINER_PREFIX + inst.name, volumes=volumes,
                                         ports={"5000/tcp": (inst.bind or "0.0.0.0", inst.port)},
-                                        labels={"io.pipeline.registry": inst.name}, why=why)
+                                        labels={"io.pipeline.registry": inst.name}, why=why, environment=env)
     inst = replace(inst, backend="container", container_id=container_id)
     _write_state(inst)
     try:
@@ -599,7 +667,8 @@ def basic_auth_header(user: str, password: str) -> dict[str, str]:
 def command(action: str, *, name: str = "local", user: str | None = None, password: str | None = None,
             port: int = 5000, bind: str = "127.0.0.1", data_dir: Path | None = None, auth: bool = False,
             tls: bool = False, delete: bool = True, trust: bool = False, certs_d: Path | None = None,
-            state_root: Path = DEFAULT_STATE_ROOT) -> tuple[dict[str, Any], str, int]:
+            state_root: Path = DEFAULT_STATE_ROOT, proxy: str | None = None, proxy_ttl: str | None = None,
+            proxy_credentials: tuple[str, str] | None = None) -> tuple[dict[str, Any], str, int]:
     """``pipeline registry start|stop|status|adduser``: (data, text, exit code). ``password`` is the
     new user's (adduser), read by the CLI from stdin or the environment."""
     from pipeline.errors import UsageError
@@ -623,7 +692,17 @@ def command(action: str, *, name: str = "local", user: str | None = None, passwo
             raise UsageError(f"pipeline registry start --auth: no users yet; run 'pipeline registry adduser NAME'"
                              f" first ({htpasswd})")
         inst = start(name, port=port, state_root=state_root, bind=bind, data_dir=data_dir,
-                     htpasswd=htpasswd if auth else None, delete=delete, tls=tls)
+                     htpasswd=htpasswd if auth else None, delete=delete and not proxy, tls=tls,
+                     proxy=check_proxy_url(proxy) if proxy else None, proxy_ttl=proxy_ttl,
+                     proxy_credentials=proxy_credentials)
+    elif action == "client-config":
+        inst = status(name, state_root=state_root)
+        if inst is None or not inst.proxy:
+            raise UsageError(f"pipeline registry client-config: registry '{name}' is not running as a pull-through"
+                             " cache (start it with: pipeline registry start --proxy https://registry-1.docker.io)")
+        snippets = client_config(inst.url, inst.proxy)
+        text = "\n".join(f"# --- {what}\n{body}" for what, body in snippets.items())
+        return {"name": name, "address": inst.host, "upstream": inst.proxy, **snippets}, text.rstrip("\n"), 0
     else:
         inst = status(name, state_root=state_root)
     trusted: list[str] = []
@@ -636,10 +715,13 @@ def command(action: str, *, name: str = "local", user: str | None = None, passwo
     data = {"name": inst.name, "running": True, "address": inst.host, "pid": inst.pid, "data_dir": str(inst.data_dir),
             "auth": inst.auth, "delete": inst.delete, "tls": inst.tls, "backend": inst.backend,
             "ca_cert": str(inst.ca_cert) if inst.ca_cert else None, "certs_d": trusted,
-            "certs_d_hint": None if trusted else inst.certs_d_hint}
+            "certs_d_hint": None if trusted else inst.certs_d_hint, "proxy": inst.proxy}
     lines = [f"registry {inst.name}: running at {inst.host} (pid {inst.pid}, {inst.backend}); data in"
              f" {inst.data_dir}; auth {'on' if inst.auth else 'off'}, deletes {'on' if inst.delete else 'off'}, "
              f"tls {'on' if inst.tls else 'off'}"]
+    if inst.proxy:
+        lines.append(f"a read-only pull-through cache of {inst.proxy}; client settings: pipeline registry"
+                     f" client-config --name {inst.name}")
     if trusted:
         lines.append("docker trusts its certificate: " + ", ".join(trusted))
     elif inst.tls and inst.ca_cert:
@@ -660,6 +742,7 @@ __all__ = [
     "certs_d_hosts",
     "last_instance",
     "trust_certificate",
+    "client_config",
     "client_host",
     "command",
     "completed_mounts",

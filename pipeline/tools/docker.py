@@ -94,7 +94,8 @@ def ensure_image(image: str, why: str) -> None:
 
 
 def run_container(image: str, name: str, *, volumes: Mapping[str, Mapping[str, str]],
-                  ports: Mapping[str, tuple[str, int]], labels: Mapping[str, str], why: str) -> str:
+                  ports: Mapping[str, tuple[str, int]], labels: Mapping[str, str], why: str,
+                  environment: Mapping[str, str] | None = None) -> str:
     """Start ``image`` detached as container ``name`` (replacing one of that name); its id."""
     import docker.errors  # type: ignore[import-untyped]
 
@@ -105,7 +106,7 @@ def run_container(image: str, name: str, *, volumes: Mapping[str, Mapping[str, s
         except docker.errors.NotFound:
             pass
         container = c.containers.run(image, name=name, detach=True, volumes=dict(volumes), ports=dict(ports),
-                                     labels=dict(labels))
+                                     labels=dict(labels), environment=dict(environment or {}))
     except docker.errors.DockerException as exc:
         raise ToolError(f"cannot start the {image} container {name}: "
                         f"{log.scrub(str(exc)).splitlines()[0][:200]}", tool="docker") from None
