@@ -60,6 +60,7 @@ THIN = {
     "ci-init": ("ci-init", "Write CI files that call these sessions: nox -s ci-init -- github|gitlab|jenkins."),
     "prune": ("prune", "Preview the [lifecycle] rules on every registry (nox -s prune -- --apply deletes)."),
     "inventory": ("inventory", "Every image in every registry: a table and dist/inventory.html."),
+    "mirror": ("mirror", "Base images into the [mirror] registry, pinned in the lock (-- --check | --update)."),
 }
 
 

@@ -68,8 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download-db", action="store_true", help="fetch the vulnerability DB into scan.cache_dir")
     p.add_argument("--mirror-db", metavar="REGISTRY/REPO[:TAG]", help="copy the vulnerability DB artifact into"
                    " this registry (then list it in scan.db_repository)")
-    p = sub.add_parser("registry", help="run a self-hosted distribution registry: start | stop | status | adduser")
-    p.add_argument("action", choices=("start", "stop", "status", "adduser"))
+    p = sub.add_parser("mirror", help="copy the Dockerfile's base images into the [mirror] registry and pin them in"
+                       " the lock file, without building")
+    _common(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--check", action="store_true", help="ask the upstreams (HEADs only) whether a locked tag moved:"
+                     " exit 1 when one did or a base is not locked yet; nothing is copied or written")
+    how.add_argument("--update", action="store_true", help="resolve every tag again, copy the new digests into the"
+                     " mirror and move the lock")
+    p = sub.add_parser("registry", help="run a self-hosted distribution registry: start | stop | status | adduser |"
+                       " client-config (a pull-through cache's client settings)")
+    p.add_argument("action", choices=("start", "stop", "status", "adduser", "client-config"))
     p.add_argument("user", nargs="?", help="adduser: the user name (password from stdin or $PIPELINE_REGISTRY_PASSWORD)")
     p.add_argument("--name", default="local", help="instance name (default: local)")
     p.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default: 5000; 0: any free one)")
@@ -82,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                    " certificate to <certs-d>/<host:port>/ca.crt; needs root)")
     p.add_argument("--certs-d", metavar="DIR", default=None, help="docker's certs.d directory (default:"
                    " /etc/docker/certs.d)")
+    p.add_argument("--proxy", metavar="URL", help="start: a read-only pull-through cache of this upstream, e.g."
+                   " https://registry-1.docker.io (one upstream per instance)")
+    p.add_argument("--proxy-ttl", metavar="DURATION", help="with --proxy: how long cached content is kept, e.g."
+                   " 168h (distribution 3; 2.8 keeps 7 days)")
+    p.add_argument("--proxy-username-env", metavar="VAR", help="with --proxy: the environment variable holding the"
+                   " upstream user name")
+    p.add_argument("--proxy-password-env", metavar="VAR", help="with --proxy: the environment variable holding the"
+                   " upstream password or token (never on the command line)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p = sub.add_parser("login", help="log the docker config in to every configured registry (passwords through"
                        " stdin), for docker, buildx, cosign and trivy")
@@ -286,7 +303,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 
     if args.digest_out and not args.platform:
         raise UsageError("pipeline build: --digest-out goes with --platform (one platform per call)")
-    ctx = _run_stages(args, env, out, ("tags", "build", "scan", "staging"))
+    ctx = _run_stages(args, env, out, ("tags", "mirror", "build", "scan", "staging"))
     if args.digest_out:
         write_digest(ctx, Path(args.digest_out))
     return EXIT_OK
@@ -315,12 +332,65 @@ def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) 
     data, text, code = localregistry.command(
         args.action, name=args.name, user=args.user, password=password, port=args.port, bind=args.bind,
         data_dir=Path(args.data_dir) if args.data_dir else None, auth=args.auth, tls=args.tls,
-        delete=not args.no_delete, trust=args.trust, certs_d=Path(args.certs_d) if args.certs_d else None)
+        delete=not args.no_delete, trust=args.trust, certs_d=Path(args.certs_d) if args.certs_d else None,
+        proxy=args.proxy, proxy_ttl=args.proxy_ttl, proxy_credentials=_proxy_credentials(args, env))
     if args.action in ("adduser", "stop"):
         out.write(text + "\n")
     else:
         _emit(data, args.format, lambda: text, out)
     return code
+
+
+def cmd_mirror(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from pipeline.access.registries import serve_local
+    from pipeline.build import mirror
+
+    ctx = make_context(args, env)
+    if not ctx.config.mirror.enabled:
+        raise UsageError(f"pipeline mirror: {ctx.config_path}: mirror.enabled is false; set [mirror] enabled = true")
+    serve_local(ctx.config)
+    try:
+        with ctx.registry_access() as access:
+            result = mirror.sync(ctx, access, build=False, update=args.update, check=args.check)
+    finally:
+        ctx.close()
+    data = result.to_dict()
+    data["mode"] = "check" if args.check else "update" if args.update else "sync"
+
+    def text() -> str:
+        lines = []
+        if args.check:
+            for m in result.moved:
+                lines.append(f"{m.reference}: " + (f"moved: locked {m.locked}, upstream now {m.upstream}"
+                                                   if m.locked else f"not in {result.lock} (upstream {m.upstream})"))
+            lines.append(f"{result.lock}: " + (f"{len(result.moved)} base image(s) out of date (run"
+                                              " 'pipeline mirror --update')" if result.moved else "up to date"))
+            return "\n".join(lines)
+        for b in result.bases:
+            how = "copied from the upstream" if b.copied else "in the mirror"
+            lines.append(f"{b.reference} @ {b.digest}  {how}  ({b.mirror})")
+        for m in result.moved:
+            if m.locked:
+                lines.append(f"{m.reference}: lock moved from {m.locked} to {m.upstream}")
+        lines.append(f"{result.lock}: {'written' if result.lock_written else 'unchanged'}")
+        return "\n".join(lines)
+
+    _emit(data, args.format, text, out)
+    return EXIT_POLICY if args.check and result.moved else EXIT_OK
+
+
+def _proxy_credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """``--proxy-username-env``/``--proxy-password-env``: the upstream's credentials, read from the environment."""
+    names = (args.proxy_username_env, args.proxy_password_env)
+    if not any(names):
+        return None
+    if not args.proxy or not all(names):
+        raise UsageError("pipeline registry start: --proxy-username-env and --proxy-password-env go together,"
+                         " with --proxy")
+    for flag, name in zip(("--proxy-username-env", "--proxy-password-env"), names, strict=True):
+        if not env.get(name):
+            raise UsageError(f"pipeline registry start: {flag} {name}: ${name} is not set or empty")
+    return env[names[0]], env[names[1]]
 
 
 def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
@@ -546,6 +616,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str], TextIO], in
     "build": cmd_build,
     "scan": cmd_scan,
     "registry": cmd_registry,
+    "mirror": cmd_mirror,
     "login": cmd_login,
     "pull-secret": cmd_pull_secret,
     "ci-init": cmd_ci_init,

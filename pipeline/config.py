@@ -290,6 +290,41 @@ class BuildConfig(Section):
     timeout_seconds: int = Field(default=3600, ge=10)
 
 
+class MirrorConfig(Section):
+    """Base images kept in a registry of ours, pinned by digest in a lock file (pipeline/build/mirror.py)."""
+
+    enabled: bool = False
+    registry: str | None = Field(default=None, description="the [[registries]] name that keeps the copies"
+                                 " (default: the staging registry)")
+    prefix: str = Field(default="mirror", description="repositories there: <prefix>/<upstream host>/<repository>")
+    lock: str = Field(default="base-images.lock", description="reference -> digest per platform; commit it")
+    images: list[str] = Field(default_factory=list, description="more images to keep besides the Dockerfile's FROMs")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not IMAGE_NAME.match(v):
+            raise ValueError(f"'{v}' is not a repository path (lowercase letters, digits, . _ - and /)")
+        return v
+
+    @field_validator("lock")
+    @classmethod
+    def _lock(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a file name is needed, e.g. \"base-images.lock\"")
+        return v
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, v: list[str]) -> list[str]:
+        for i, image in enumerate(v):
+            try:
+                parse_ref(image)
+            except RefError as exc:
+                raise At(f"[{i}]", str(exc)) from None
+        return v
+
+
 class CopyConfig(Section):
     enabled: bool = True
     failure_policy: Literal["all-or-nothing", "best-effort"] = "all-or-nothing"
@@ -814,6 +849,7 @@ class Config(Section):
     registries: Annotated[list[RegistryConfig], Field(default_factory=list)]
     staging: StagingConfig = Field(default_factory=StagingConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    mirror: MirrorConfig = Field(default_factory=MirrorConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     copy_: CopyConfig = Field(default_factory=CopyConfig, alias="copy")
     sign: SignConfig = Field(default_factory=SignConfig)
@@ -837,6 +873,11 @@ class Config(Section):
         if self.staging.registry is not None and self.staging.registry not in names:
             raise At("staging.registry", f"'{self.staging.registry}' is not the name of a [[registries]] entry"
                      f" ({', '.join(names) or 'none defined'})")
+        if self.mirror.registry is not None and self.mirror.registry not in names:
+            raise At("mirror.registry", f"'{self.mirror.registry}' is not the name of a [[registries]] entry"
+                     f" ({', '.join(names) or 'none defined'})")
+        if self.mirror.enabled and not names:
+            raise At("mirror.enabled", "the mirror keeps its copies in a registry: add a [[registries]] entry")
         return self
 
     @property
@@ -845,6 +886,21 @@ class Config(Section):
             return None
         name = self.staging.registry or self.registries[0].name
         return next(r for r in self.registries if r.name == name)
+
+    @property
+    def mirror_registry(self) -> RegistryConfig | None:
+        """Where the base-image mirror keeps its copies (``[mirror] registry``, default the staging registry)."""
+        if self.mirror.registry is None:
+            return self.staging_registry
+        return self.registry(self.mirror.registry)
+
+    def is_mirror_repository(self, registry: str, repository: str) -> bool:
+        """A repository of the base-image mirror (``[mirror] prefix`` in its registry): never a release image,
+        so prune, inventory and rescan leave it alone."""
+        reg = self.mirror_registry if self.mirror.enabled or self.mirror.registry else None
+        if reg is None or reg.name != registry:
+            return False
+        return repository.startswith(reg.repository(self.mirror.prefix) + "/")
 
     @property
     def release_registries(self) -> list[RegistryConfig]:

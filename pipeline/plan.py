@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from pipeline import log
 from pipeline.build.build import Build
+from pipeline.build.mirror import Mirror
 from pipeline.context import Context
 from pipeline.errors import EXIT_INFRA, PipelineError
 from pipeline.metadata.tags import Tags
@@ -29,6 +30,7 @@ from pipeline.stages.tag import Tag
 
 RELEASE: tuple[Stage, ...] = (
     Tags(),
+    Mirror(),
     Build(),
     Scan(),
     Staging(),

@@ -51,11 +51,27 @@ def release_manifest(ctx: Any, results: list[StageResult]) -> dict[str, Any]:
         "candidate": ({"registry": build.registry, "repository": build.repository, "tag": build.candidate_tag,
                        "reused": build.reused, "key": build.key, "base_image": build.base_image} if build else None),
         "registries": registries,
+        "base_images": _base_images(out),
         "labels": dict(tags.result.labels) if tags else {},
         "context": ctx.ci.to_dict(),
         "stages": [r.to_dict() for r in results],
-        "outputs": {k: _plain(v) for k, v in out.items() if k not in ("tags", "build", "copy", "tag")},
+        "outputs": {k: _plain(v) for k, v in out.items() if k not in ("tags", "build", "copy", "tag", "mirror")},
     }
+
+
+def _base_images(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each base image: reference, digest, the mirror's copy, whether the upstream was asked; the offline
+    base where it replaced one."""
+    mirrored = outputs.get("mirror")
+    items = [b.to_dict() for b in mirrored.bases] if mirrored is not None else []
+    if mirrored is not None:
+        items += [{"reference": ref, "digest": None, "mirror": None, "upstream_asked": True, "copied": False,
+                   "source": "unavailable", "reason": why} for ref, why in mirrored.unavailable]
+    build = outputs.get("build")
+    if build is not None and getattr(build, "base_image", None):
+        items.append({"reference": build.base_image, "digest": None, "mirror": None, "upstream_asked": False,
+                      "copied": False, "source": "offline_base"})
+    return items
 
 
 def release_warnings(outputs: dict[str, Any]) -> list[str]:

@@ -62,14 +62,20 @@ def probe(image: str, env: Mapping[str, str]) -> tuple[bool, str]:
 
 
 def resolve(ctx: Context, access: Access, dockerfile_text: str, args: dict[str, str]) -> BaseImage | None:
-    """The offline base when ``image.offline_base`` is on and BASE_IMAGE's registry cannot be reached."""
+    """The offline base when ``image.offline_base`` is on and BASE_IMAGE's registry cannot be reached.
+    Where the mirror holds BASE_IMAGE, the mirror wins; where the mirror found its registry unreachable,
+    that answer stands (no second probe)."""
     if not ctx.config.image.offline_base:
         return None
     base = args.get("BASE_IMAGE") or dockerfile_arg_default(dockerfile_text, "BASE_IMAGE")
     if not base:
         raise ConfigError(f"{ctx.config_path}: image.offline_base: {ctx.config.image.dockerfile} has no"
                           " 'ARG BASE_IMAGE=<image>' to replace")
-    unreachable, why = probe(base, ctx.env)
+    mirrored = ctx.outputs.get("mirror")
+    if mirrored is not None and mirrored.find(base) is not None:
+        return None
+    lacking = mirrored.lacks(base) if mirrored is not None else None
+    unreachable, why = (True, lacking) if lacking else probe(base, ctx.env)
     if not unreachable:
         return None
     from pipeline.setup.offline_base import offline_base

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline import log
 from pipeline.build import base as base_images
-from pipeline.build import local
+from pipeline.build import local, mirror
 from pipeline.build.key import NOT_LABEL_INPUTS, build_key, context_digest
 from pipeline.build.merge import merge_layouts
 from pipeline.config import RegistryConfig
@@ -197,6 +197,9 @@ class Build:
             "provenance": cfg.build.provenance,
             "secrets": sorted(cfg.image.secrets),      # the ids only: BuildKit never caches on a secret's value
         }
+        mirrored: mirror.MirrorOutput | None = ctx.outputs.get("mirror")
+        if mirrored is not None:                       # the bases by digest: a moved lock is a new image
+            inputs["bases"] = {b.reference: b.digest for b in mirrored.bases}
         return inputs, args, base
 
     # -- run
@@ -262,7 +265,8 @@ class Build:
             return builder.build(platforms, layout_dir, manifest=bool(platform))
         parts = {p: builder.build((p,), IMAGES_DIR / f"{key[:32]}-{platform_key(p)}", manifest=True)
                  for p in platforms}
-        return merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"])
+        return merge_layouts(layout_dir, [parts[p] for p in platforms], ctx.outputs["tags"],
+                             mirror.index_annotations(ctx.outputs.get("mirror")))
 
     def _reuse_local(self, layout_dir: Path) -> tuple[Layout, str, str] | None:
         """The image of these inputs from an earlier run on this machine."""
@@ -313,7 +317,8 @@ class Build:
             transfer.pull(client, item.repository, item.digest, part, concurrency=ctx.config.copy_.concurrency)
             part.set_root(part.descriptor(item.digest))
             parts.append((part, item.digest))
-        layout, digest = merge_layouts(layout_dir, parts, ctx.outputs["tags"])
+        layout, digest = merge_layouts(layout_dir, parts, ctx.outputs["tags"],
+                                       mirror.index_annotations(ctx.outputs.get("mirror")))
         return self._output(ctx, layout, digest, key, tag, False, base, "merge")
 
     def _output(self, ctx: Context, layout: Layout, digest: str, key: str, tag: str, reused: bool,

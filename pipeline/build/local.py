@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,7 @@ from pipeline.tools.oci import INDEX_TYPES, Layout, LayoutError
 
 if TYPE_CHECKING:
     from pipeline.build.base import BaseImage
+    from pipeline.build.mirror import BaseCopy, MirrorOutput
 
 CACHE_DIR = Path(".pipeline/buildcache")
 
@@ -110,6 +112,7 @@ class Builder:
         self.access = access
         self.args = args
         self.base = base
+        self.mirrored: MirrorOutput | None = ctx.outputs.get("mirror")
         self._builder_facts: buildx.BuilderFacts | None = None
         self._lock = threading.Lock()
         self._running: subprocess.Popen[str] | None = None
@@ -188,7 +191,7 @@ class Builder:
         tags: TagsOutput = self.ctx.outputs["tags"]
         info = self.info(platforms)
         cache_from, cache_to = self._cache(info) if cache else ((), ())
-        annotations = tuple((k, v) for k, v in tags.result.annotations.items()
+        annotations = tuple((k, v) for k, v in (*tags.result.annotations.items(), *self._base_annotations(platforms))
                             if not (len(platforms) == 1 and k.startswith("index")))
         return buildx.BuildSpec(
             context=cfg.image.context, dockerfile=cfg.image.dockerfile, platforms=platforms,
@@ -196,6 +199,18 @@ class Builder:
             annotations=annotations, target=cfg.image.target, builder=cfg.build.builder, output=output,
             cache_from=cache_from, cache_to=cache_to, provenance=cfg.build.provenance,
             build_contexts=contexts, progress="plain" if self.ctx.env.get("CI") else "auto")
+
+    def _base_annotations(self, platforms: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """The mirror's base-image annotations, unless the offline base replaced the base."""
+        from pipeline.build.mirror import annotations
+
+        if self.base is not None and self.base.replaces:
+            return ()
+        return annotations(self.mirrored, platforms)
+
+    def mirror_bases(self) -> tuple[BaseCopy, ...]:
+        """The mirror's copies this build reads from local layouts (named build contexts)."""
+        return tuple(b for b in (self.mirrored.bases if self.mirrored else ()) if b.layout)
 
     def build(self, platforms: tuple[str, ...], dest: Path, *, manifest: bool = False) -> tuple[Layout, str]:
         """Build ``platforms`` into the layout ``dest``; (layout, image digest): the index buildx wrote (a
@@ -208,7 +223,7 @@ class Builder:
                 layout = self._build_to_layout(platforms, staging)
             else:
                 layout = self._build_through_loopback(platforms, staging)
-            digest = _image_digest(layout, platforms, manifest, self.ctx.outputs["tags"])
+            digest = _image_digest(layout, platforms, manifest, self.ctx.outputs["tags"], self.mirrored)
             layout = finish_layout(layout, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -293,6 +308,7 @@ class Builder:
     def _build_to_layout(self, platforms: tuple[str, ...], staging: Path) -> Layout:
         out = staging / "layout"
         contexts = (self.base.context_arg,) if self.base is not None and self.base.context_arg else ()
+        contexts += tuple(b.context_arg for b in self.mirror_bases())
         self.logger.info("build.started", platforms=",".join(platforms), output=str(out), to="local layout")
         self._run(self.spec(platforms, f"type=oci,dest={out},tar=false", contexts=_pairs(contexts)))
         layout = Layout(out)
@@ -315,8 +331,10 @@ class Builder:
         if self.base is not None and self.base.context_arg:
             args["BASE_IMAGE"] = self.base.publish(inst.host)
         ref = f"{inst.host}/{repo}:build-{os.getpid()}-{int(time.time() * 1000)}"
+        contexts = tuple((b.context, self._publish_base(b, platforms[0], inst.host)) for b in self.mirror_bases())
         self.logger.info("build.started", platforms=",".join(platforms), output=ref, to="loopback registry")
-        meta = self._run(self.spec(platforms, f"type=image,name={ref},push=true,oci-mediatypes=true", args=args))
+        meta = self._run(self.spec(platforms, f"type=image,name={ref},push=true,oci-mediatypes=true", args=args,
+                                   contexts=contexts))
         digest = meta.get("containerimage.digest")
         if not isinstance(digest, str) or not digest:
             raise InfraError(f"build: buildx reported no image digest for {ref}")
@@ -327,19 +345,34 @@ class Builder:
         return layout
 
 
+    def _publish_base(self, base: BaseCopy, platform: str, host: str) -> str:
+        """A mirror base for a builder that reads no layout: its manifest for ``platform`` put into the loopback
+        registry by our client; the named context's value (``docker-image://…@digest``)."""
+        from pipeline.build.mirror import platform_digest
+        from pipeline.tools.registry import Registry
+
+        digest = platform_digest(base.platforms, platform) or base.digest
+        repo = "bases/" + re.sub(r"[^a-z0-9/]+", "-", base.reference.split("@", 1)[0].rsplit(":", 1)[0].lower())
+        with Registry(host, name="loopback", insecure=True) as loop:
+            transfer.push(Layout(base.layout), digest, loop, repo)
+        return f"docker-image://{host}/{repo}@{digest}"
+
+
 def _pairs(args: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(a.split("=", 1)) for a in args)  # type: ignore[misc]
 
 
-def _image_digest(layout: Layout, platforms: tuple[str, ...], manifest: bool, tags: TagsOutput) -> str:
+def _image_digest(layout: Layout, platforms: tuple[str, ...], manifest: bool, tags: TagsOutput,
+                  mirrored: MirrorOutput | None) -> str:
     """The image of a fresh build: the one platform's manifest (``manifest``), else an index."""
     from pipeline.build.merge import wrap_index
+    from pipeline.build.mirror import index_annotations
 
     root = layout.root()
     if not manifest:
         if root.media_type in INDEX_TYPES:
             return root.digest
-        return wrap_index(layout, root.digest, tags)
+        return wrap_index(layout, root.digest, tags, index_annotations(mirrored))
     if root.media_type in INDEX_TYPES:
         found = layout.platforms(root.digest)
         digest = found.get(platforms[0]) or (next(iter(found.values())) if len(found) == 1 else None)

@@ -69,7 +69,8 @@ def targets(config: Config, access: Access, only: Sequence[str] = ()) -> list[Ta
         for name in config.lifecycle.repositories or [config.image.name]:
             if name == "*":
                 prefix = f"{reg.namespace}/" if reg.namespace else ""
-                repos += [r for r in access.client(reg).catalog() if r.startswith(prefix)]
+                repos += [r for r in access.client(reg).catalog() if r.startswith(prefix)
+                          and not config.is_mirror_repository(reg.name, r)]   # base images are not ours to prune
             else:
                 repos.append(reg.repository(name))
         if staging and staging[0] == reg.name:

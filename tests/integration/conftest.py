@@ -476,77 +476,12 @@ def classic_engine(docker_engine: docker.EngineInfo) -> Iterator[ClassicEngine]:
     """The command line shared/toolchain.md gives — its own socket, data-root, exec-root and containerd
     namespaces, no iptables, an empty daemon.json (so the classic image store) — but a bridge of its own. With the
     current toolchain it is Debian unstable's dockerd 28."""
-    import subprocess
-    import tempfile
-    import time
+    from tests.support.engines import second_engine
 
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        missing("classic-engine", "a second dockerd needs root")
-    dockerd = proc.which("dockerd")
-    if TOOLCHAIN == "current":      # Debian unstable's engine (docker 28) runs here; the main one stays 26
-        dockerd = str(toolchain.current_bin() / "dockerd")
-        if not Path(dockerd).exists():
-            missing("classic-engine", f"{dockerd} is missing (pipeline doctor --install --current)")
-    if dockerd is None:
-        missing("classic-engine", "dockerd is not installed")
-    # Its own bridge: with "--bridge none" dockerd deletes docker0 at start, the main engine's bridge,
-    # and every container the main engine starts afterwards fails ("adding interface … to bridge
-    # docker0 failed: Device does not exist"). A bridge of its own leaves docker0 alone.
-    had_docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
-    # made once per machine and kept (idempotent: a half-made one from a killed run is completed)
-    if subprocess.run(["ip", "link", "show", CLASSIC_BRIDGE], capture_output=True).returncode != 0:
-        made = subprocess.run(["ip", "link", "add", "name", CLASSIC_BRIDGE, "type", "bridge"], capture_output=True,
-                              text=True)
-        if made.returncode != 0:
-            missing("classic-engine", f"ip link add {CLASSIC_BRIDGE}: {made.stderr.strip()}")
-    addresses = subprocess.run(["ip", "-o", "addr", "show", "dev", CLASSIC_BRIDGE], capture_output=True, text=True)
-    if CLASSIC_BRIDGE_CIDR not in addresses.stdout:
-        subprocess.run(["ip", "addr", "add", CLASSIC_BRIDGE_CIDR, "dev", CLASSIC_BRIDGE], capture_output=True)
-    subprocess.run(["ip", "link", "set", CLASSIC_BRIDGE, "up"], capture_output=True)
-    # a short path: a unix socket's path is limited to 108 bytes
-    home = Path(tempfile.mkdtemp(prefix="pl-classic-", dir="/tmp"))
-    (home / "daemon.json").write_text("{}\n")
-    sock = home / "docker.sock"
-    log_file = open(home / "dockerd.log", "wb")   # noqa: SIM115 (open while the daemon runs)
-    daemon = subprocess.Popen(
-        [dockerd, "--host", f"unix://{sock}", "--data-root", str(home / "data"), "--exec-root", str(home / "exec"),
-         "--pidfile", str(home / "docker.pid"), "--bridge", CLASSIC_BRIDGE, "--iptables=false", "--ip6tables=false",
-         "--config-file", str(home / "daemon.json"), "--containerd-namespace", "pl-classic",
-         "--containerd-plugins-namespace", "pl-classic-p"],
-        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    host = f"unix://{sock}"
-    info = None
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and daemon.poll() is None:
-            try:
-                r = subprocess.run(["docker", "--host", host, "info", "--format", "{{json .}}"],
-                                   capture_output=True, text=True, timeout=30)
-            except subprocess.TimeoutExpired:
-                continue
-            if r.returncode == 0:
-                info = docker.parse_docker_info(r.stdout)
-                break
-            time.sleep(0.5)
-        if info is None:
-            missing("classic-engine", f"the second dockerd did not answer: "
-                                      f"{(home / 'dockerd.log').read_text(errors='replace')[-1500:]}")
-        assert not info.containerd_snapshotter, "the second engine has the containerd image store"
-        if had_docker0:
-            assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0, \
-                "starting the second engine removed the main engine's bridge docker0"
-        yield ClassicEngine(host, info)
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=30)
-        log_file.close()
-        subprocess.run(["umount", "-R", str(home / "data")], capture_output=True)
-        import shutil
-        shutil.rmtree(home, ignore_errors=True)
+    with second_engine("classic", CLASSIC_BRIDGE, CLASSIC_BRIDGE_CIDR, "{}\n", current=TOOLCHAIN == "current",
+                       missing=missing) as eng:
+        assert not eng.info.containerd_snapshotter, "the second engine has the containerd image store"
+        yield ClassicEngine(eng.host, eng.info)
 
 
 # --------------------------------------------------------------------------- a runner-like user

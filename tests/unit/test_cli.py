@@ -124,7 +124,7 @@ def test_plan_lists_every_stage_in_order(tmp_path, cfg):
     code, out, err = run(["plan", "--config", str(cfg), "--format", "json"], github_env(tmp_path, "refs/tags/v1.2.3"))
     assert code == 0, err
     stages = json.loads(out)["stages"]
-    assert [s["stage"] for s in stages] == ["tags", "build", "scan", "staging", "copy", "sign", "tag", "verify", "report"]
+    assert [s["stage"] for s in stages] == ["tags", "mirror", "build", "scan", "staging", "copy", "sign", "tag", "verify", "report"]
     assert stages[0]["action"] == "run" and "1.2.3" in stages[0]["detail"]
 
 
