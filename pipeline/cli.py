@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    " /etc/docker/certs.d)")
     p.add_argument("--proxy", metavar="URL", help="start: a read-only pull-through cache of this upstream, e.g."
                    " https://registry-1.docker.io (one upstream per instance)")
+    p.add_argument("--proxy-as", metavar="REGISTRY", help="with --proxy: the registry name clients know the upstream"
+                   " by, for client-config (default from the URL; docker.io for a company mirror of Docker Hub)")
     p.add_argument("--proxy-ttl", metavar="DURATION", help="with --proxy: how long cached content is kept, e.g."
                    " 168h (distribution 3; 2.8 keeps 7 days)")
     p.add_argument("--proxy-username-env", metavar="VAR", help="with --proxy: the environment variable holding the"
@@ -333,7 +335,8 @@ def cmd_registry(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) 
         args.action, name=args.name, user=args.user, password=password, port=args.port, bind=args.bind,
         data_dir=Path(args.data_dir) if args.data_dir else None, auth=args.auth, tls=args.tls,
         delete=not args.no_delete, trust=args.trust, certs_d=Path(args.certs_d) if args.certs_d else None,
-        proxy=args.proxy, proxy_ttl=args.proxy_ttl, proxy_credentials=_proxy_credentials(args, env))
+        proxy=args.proxy, proxy_ttl=args.proxy_ttl, proxy_credentials=_proxy_credentials(args, env),
+        proxy_as=args.proxy_as)
     if args.action in ("adduser", "stop"):
         out.write(text + "\n")
     else:

@@ -331,7 +331,7 @@ class Builder:
         if self.base is not None and self.base.context_arg:
             args["BASE_IMAGE"] = self.base.publish(inst.host)
         ref = f"{inst.host}/{repo}:build-{os.getpid()}-{int(time.time() * 1000)}"
-        contexts = tuple((b.context, self._publish_base(b, platforms[0], inst.host)) for b in self.mirror_bases())
+        contexts = tuple((b.context, self._publish_base(b, inst.host)) for b in self.mirror_bases())
         self.logger.info("build.started", platforms=",".join(platforms), output=ref, to="loopback registry")
         meta = self._run(self.spec(platforms, f"type=image,name={ref},push=true,oci-mediatypes=true", args=args,
                                    contexts=contexts))
@@ -345,16 +345,26 @@ class Builder:
         return layout
 
 
-    def _publish_base(self, base: BaseCopy, platform: str, host: str) -> str:
-        """A mirror base for a builder that reads no layout: its manifest for ``platform`` put into the loopback
-        registry by our client; the named context's value (``docker-image://…@digest``)."""
-        from pipeline.build.mirror import platform_digest
+    def _publish_base(self, base: BaseCopy, host: str) -> str:
+        """A mirror base for a builder that reads no layout, put into the loopback registry by our client: an
+        index of just the platforms this build uses (a ``--platform=$BUILDPLATFORM`` stage's included, their
+        blobs are in the layout); the named context's value (``docker-image://…@digest``)."""
+        import json
+
+        from pipeline.tools.oci import INDEX_TYPES as INDEXES
         from pipeline.tools.registry import Registry
 
-        digest = platform_digest(base.platforms, platform) or base.digest
+        layout = Layout(base.layout)
+        digest = base.digest
+        body, media = layout.manifest(digest)
+        if media in INDEXES and base.needed:
+            index = json.loads(body)
+            wanted = {base.platforms[p] for p in base.needed}
+            index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") in wanted]
+            digest = layout.put(json.dumps(index, separators=(",", ":")).encode())
         repo = "bases/" + re.sub(r"[^a-z0-9/]+", "-", base.reference.split("@", 1)[0].rsplit(":", 1)[0].lower())
         with Registry(host, name="loopback", insecure=True) as loop:
-            transfer.push(Layout(base.layout), digest, loop, repo)
+            transfer.push(layout, digest, loop, repo)
         return f"docker-image://{host}/{repo}@{digest}"
 
 

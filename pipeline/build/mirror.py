@@ -75,7 +75,8 @@ def read_stages(cfg: Config, config_path: Path | str, platforms: tuple[str, ...]
     except OSError as exc:
         raise ConfigError(f"{config_path}: image.dockerfile: cannot read {path}: {exc.strerror}") from None
     try:
-        return froms.read(text, cfg.image.build_args, platforms or tuple(cfg.image.platforms), build_platform())
+        return froms.read(text, cfg.image.build_args, platforms or tuple(cfg.image.platforms), build_platform(),
+                          cfg.image.target)
     except froms.DockerfileError as exc:
         raise ConfigError(f"{path}: {exc} (the mirror reads every FROM; fix the Dockerfile or set"
                           " mirror.enabled = false)") from None
@@ -87,8 +88,8 @@ def wanted(cfg: Config, config_path: Path | str, platforms: tuple[str, ...] = ()
     for base in read_stages(cfg, config_path, platforms).bases:
         key = froms.full_name(base.ref)
         old = found.get(key)
-        platforms = tuple(dict.fromkeys((old.platforms if old else ()) + base.platforms))
-        found[key] = Wanted(key, base.ref, froms.context_name(base.ref), platforms,
+        union = tuple(dict.fromkeys((old.platforms if old else ()) + base.platforms))
+        found[key] = Wanted(key, base.ref, froms.context_name(base.ref), union,
                             old.where if old else f"{cfg.image.dockerfile}:{base.line}")
     for i, image in enumerate(cfg.mirror.images):
         ref = parse(image)
@@ -127,6 +128,7 @@ class BaseCopy:
     copied: bool                   # copied into the mirror in this run
     source: str                    # lock | upstream | pinned (the FROM names the digest)
     layout: str = ""               # the local OCI layout the build reads it from ("" without a build)
+    needed: tuple[str, ...] = ()   # the platforms of it the build uses (their blobs are in the layout)
 
     @property
     def context_arg(self) -> str:
@@ -221,7 +223,9 @@ class _Sync:
     update: bool = False            # resolve every tag again and move the lock
     check: bool = False             # only ask the upstream whether the locked tags moved
     lenient: bool = False           # an upstream that cannot be had is noted, not fatal (image.offline_base)
+    needed: dict[str, tuple[str, ...]] = field(default_factory=dict)   # a split build: reference → its platforms
     _upstreams: dict[str, Registry] = field(default_factory=dict)
+    _asked: dict[str, bool] = field(default_factory=dict)              # upstream host → it answered once
 
     @property
     def cfg(self) -> Config:
@@ -230,6 +234,23 @@ class _Sync:
     def close(self) -> None:
         for client in self._upstreams.values():
             client.close()
+
+    def quick(self, want: Wanted) -> contextlib.AbstractContextManager[None]:
+        """The upstream's first request under the probe's short policy where an unreachable upstream is no
+        failure (image.offline_base): an offline machine is told in seconds, not after minutes of retries."""
+        from pipeline.build.base import PROBE_POLICY
+
+        client = self.upstream(want.ref)
+
+        @contextlib.contextmanager
+        def swapped() -> Iterator[None]:
+            full, client.policy = client.policy, PROBE_POLICY
+            try:
+                yield
+            finally:
+                client.policy = full
+
+        return swapped() if self.lenient and not self._asked.get(want.ref.registry) else contextlib.nullcontext()
 
     def upstream(self, ref: Ref) -> Registry:
         from pipeline.tools.registry import DOCKER_HUB_HOSTS, Registry, credentials_from_docker_config
@@ -305,8 +326,9 @@ class _Sync:
                 if exc.registry == mirror.name:
                     raise InfraError(f"mirror: the mirror registry {reg.name} ({reg.url}) failed: {exc}") from None
                 error = self._failed(want, exc, "serve")
-                if self.lenient and not isinstance(error, RateLimited) and (
-                        exc.unreachable or exc.temporary or exc.status is None or exc.status >= 500):
+                # only "nothing answered" hands over to the offline base: a registry that answers (5xx, 429, a
+                # reset) is there, and a base built FROM busybox instead would be a different image
+                if self.lenient and exc.unreachable:
                     unavailable.append((want.reference, str(exc)))
                     logger.warning("base.unavailable", image=want.reference, error=str(exc)[:300],
                                    note="the mirror lacks it and its registry cannot be reached; image.offline_base"
@@ -318,8 +340,9 @@ class _Sync:
             lock.pins[want.reference] = lockfile.Pin(digest, media, platforms)
             copy = BaseCopy(want.reference, want.context, digest, media, platforms,
                             f"{reg.host}/{repo}@{digest}", asked, copied, source)
-            if self.build and want.platforms:
-                copy = self._local(copy, want, repo, mirror, body)
+            platforms = self.needed.get(want.reference, want.platforms) if self.needed else want.platforms
+            if self.build and platforms:
+                copy = self._local(copy, want, repo, mirror, platforms)
             if want.ref.tag and copied:
                 mirror.manifest_put(repo, want.ref.tag, body, media)
             logger.info("base.ready", image=want.reference, digest=digest, source=source, copied=copied,
@@ -327,7 +350,7 @@ class _Sync:
             bases.append(copy)
         written = False
         if not self.check:
-            keep = {w.reference for w in wanted_list} | set(lock.pins)
+            keep = {w.reference for w in wanted_list}     # pins of bases no FROM uses any more go
             lock.pins = {k: v for k, v in lock.pins.items() if k in keep}
             written = lock.write()
             if written:
@@ -340,36 +363,37 @@ class _Sync:
         return MirrorOutput(tuple(bases), str(lock.path), written, tuple(unavailable), tuple(moved), final, reg.name)
 
     def _ask(self, want: Wanted) -> str:
-        from pipeline.build.base import PROBE_POLICY
-
-        client = self.upstream(want.ref)
-        if self.lenient:
-            # an offline machine is told quickly (image.offline_base takes over), as the base probe does
-            full, client.policy = client.policy, PROBE_POLICY
-            try:
-                return self.resolve(want)
-            finally:
-                client.policy = full
-        return self.resolve(want)
+        with self.quick(want):
+            digest = self.resolve(want)
+        self._asked[want.ref.registry] = True
+        return digest
 
     def _copy(self, want: Wanted, repo: str, digest: str, mirror: Registry) -> bool:
         from pipeline.tools.registry import copy_manifest_tree
 
         source = self.upstream(want.ref)
         stats: dict[str, int] = {}
+        if not self._asked.get(want.ref.registry):
+            with self.quick(want):          # the locked digest, asked for quickly before a copy of many requests
+                if source.manifest_head(want.ref.repository, digest) is None:
+                    raise ConfigError(f"mirror: {want.reference} ({want.where}): {want.ref.registry} has no"
+                                      f" {digest} any more (pinned by {self.cfg.mirror.lock}); run 'pipeline mirror"
+                                      " --update' to pin what the tag points at now")
+            self._asked[want.ref.registry] = True
         with exclusive("mirror", mirror.host, repo, digest):
             copy_manifest_tree(source, want.ref.repository, mirror, repo, digest, stats)
         log.get(stage="mirror").info("base.mirrored", image=want.reference, digest=digest,
                                      mirror=f"{mirror.host}/{repo}", **stats)
         return True
 
-    def _local(self, copy: BaseCopy, want: Wanted, repo: str, mirror: Registry, body: bytes) -> BaseCopy:
+    def _local(self, copy: BaseCopy, want: Wanted, repo: str, mirror: Registry,
+               platforms: tuple[str, ...]) -> BaseCopy:
         """The platforms the build needs, from the mirror into ``.pipeline/bases/<digest>``."""
         from pipeline.tools import transfer
         from pipeline.tools.oci import Layout
 
         names: list[str] = []
-        for p in want.platforms:
+        for p in platforms:
             if not copy.platforms:
                 break              # one manifest, no index: BuildKit takes it for whatever platform
             match = platform_digest(copy.platforms, p)
@@ -385,7 +409,7 @@ class _Sync:
                 transfer.pull(mirror, repo, copy.digest, layout, platforms=names or None,
                               concurrency=self.cfg.copy_.concurrency)
                 layout.set_root(layout.descriptor(copy.digest))
-        return BaseCopy(**{**copy.__dict__, "layout": str(dest)})
+        return BaseCopy(**{**copy.__dict__, "layout": str(dest), "needed": tuple(names)})
 
 
 def _complete(layout: Layout, copy: BaseCopy, names: list[str]) -> bool:
@@ -409,12 +433,15 @@ def _session(ctx: Context, access: Access, **kw: Any) -> Iterator[_Sync]:
 
 def sync(ctx: Context, access: Access, *, build: bool, update: bool = False, check: bool = False) -> MirrorOutput:
     """Bring the mirror and the lock up to date for this config (see the module docstring)."""
-    only = (ctx.options.platform,) if ctx.options.platform else ()
-    stages = read_stages(ctx.config, ctx.config_path, only)
-    final = stages.final_base(ctx.config.image.target)
-    wanted_list = wanted(ctx.config, ctx.config_path, only)
-    with _session(ctx, access, build=build, update=update, check=check,
-                  lenient=build and ctx.config.image.offline_base) as s:
+    cfg = ctx.config
+    # every platform decides which bases there are (the same on each split runner and at the merge: they
+    # are build inputs); a split build fetches only what its own platform needs
+    final = read_stages(cfg, ctx.config_path).final_base(cfg.image.target)
+    wanted_list = wanted(cfg, ctx.config_path)
+    needed = {w.reference: w.platforms for w in wanted(cfg, ctx.config_path, (ctx.options.platform,))} \
+        if ctx.options.platform else {}
+    with _session(ctx, access, build=build, update=update, check=check, needed=needed,
+                  lenient=cfg.image.offline_base and not (update or check)) as s:
         return s.run(wanted_list, froms.full_name(final.ref) if final else None)
 
 

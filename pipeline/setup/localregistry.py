@@ -71,6 +71,7 @@ class RegistryInstance:
     container_id: str | None = None  # backend "container" only
     proxy: str | None = None         # a pull-through cache of this upstream (read-only)
     proxy_ttl: str | None = None
+    proxy_as: str | None = None      # the registry name clients know the upstream by (docker.io for Hub)
 
     @property
     def url(self) -> str:
@@ -199,11 +200,13 @@ def upstream_name(proxy_url: str) -> str:
     return "docker.io" if host in ("registry-1.docker.io", "index.docker.io", "docker.io") else host
 
 
-def client_config(cache_url: str, proxy_url: str) -> dict[str, str]:
+def client_config(cache_url: str, proxy_url: str, upstream: str | None = None) -> dict[str, str]:
     """What clients need to pull ``proxy_url``'s images through the cache at ``cache_url`` (pure):
     dockerd's daemon.json (Docker Hub only: dockerd mirrors nothing else), BuildKit's buildkitd.toml (its
-    docker-container builders ignore dockerd's mirrors), containerd's hosts.toml."""
-    upstream = upstream_name(proxy_url)
+    docker-container builders ignore dockerd's mirrors), containerd's hosts.toml. ``upstream``: the
+    registry name clients know the upstream by (default from the URL; ``docker.io`` for a company mirror
+    of Docker Hub)."""
+    upstream = upstream or upstream_name(proxy_url)
     scheme, cache_host = cache_url.split("://", 1)
     cache_host = cache_host.rstrip("/")
     loopback = cache_host.split(":")[0] in ("127.0.0.1", "localhost")
@@ -216,7 +219,12 @@ def client_config(cache_url: str, proxy_url: str) -> dict[str, str]:
     else:
         out["daemon.json"] = (f"# dockerd mirrors only Docker Hub: pull {upstream} images as"
                               f" {cache_host}/<repository> instead\n")
-    lines = [f"[registry.{_q(upstream)}]", f"  mirrors = [{_q(cache_host)}]"]
+    lines = []
+    if loopback:
+        lines += ["# a docker-container builder runs in its own network namespace: 127.0.0.1 there is the builder",
+                  "# itself. Create it with --driver-opt network=host, or start the cache with --bind 0.0.0.0",
+                  "# and write this machine's address here."]
+    lines += [f"[registry.{_q(upstream)}]", f"  mirrors = [{_q(cache_host)}]"]
     if scheme == "http":
         lines += ["", f"[registry.{_q(cache_host)}]", "  http = true"]
     out["buildkitd.toml"] = "\n".join(lines) + "\n"
@@ -477,7 +485,7 @@ def _self_signed(tls_dir: Path, bind: str) -> tuple[Path, Path]:
 def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_STATE_ROOT,
           data_dir: Path | None = None, htpasswd: Path | None = None, delete: bool = True, tls: bool = False,
           bind: str = "127.0.0.1", deadline_s: float = 20, proxy: str | None = None, proxy_ttl: str | None = None,
-          proxy_credentials: tuple[str, str] | None = None) -> RegistryInstance:
+          proxy_credentials: tuple[str, str] | None = None, proxy_as: str | None = None) -> RegistryInstance:
     """Start registry ``name`` (idempotent: a running instance with the same settings is returned).
 
     ``port=0`` picks a free port. ``htpasswd`` turns on basic auth (the file is created empty,
@@ -493,10 +501,11 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
     previous = _read_state(state_dir)
     if previous is not None and _running(previous):
         wanted = {"port": port or previous.port, "data_dir": data_dir, "htpasswd": htpasswd, "delete": delete,
-                  "tls": tls, "bind": bind, "proxy": proxy, "proxy_ttl": proxy_ttl}
+                  "tls": tls, "bind": bind, "proxy": proxy, "proxy_ttl": proxy_ttl,
+                  "proxy_as": (proxy_as or upstream_name(proxy)) if proxy else None}
         have = {"port": previous.port, "data_dir": previous.data_dir, "htpasswd": previous.htpasswd,
                 "delete": previous.delete, "tls": previous.tls, "bind": previous.bind, "proxy": previous.proxy,
-                "proxy_ttl": previous.proxy_ttl}
+                "proxy_ttl": previous.proxy_ttl, "proxy_as": previous.proxy_as}
         diff = [f"{k} {have[k]} (asked {wanted[k]})" for k in wanted if wanted[k] != have[k]]
         if diff:
             raise ToolError(f"registry '{name}' already runs at {previous.host} with other settings: "
@@ -526,9 +535,12 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
 
     inst = RegistryInstance(name=name, host=host, port=port, data_dir=data_dir, state_dir=state_dir, pid=None,
                             auth=htpasswd is not None, delete=delete, tls=tls, backend="binary", bind=bind,
-                            htpasswd=htpasswd, ca_cert=cert, proxy=proxy, proxy_ttl=proxy_ttl)
+                            htpasswd=htpasswd, ca_cert=cert, proxy=proxy, proxy_ttl=proxy_ttl,
+                            proxy_as=proxy_as or (upstream_name(proxy) if proxy else None))
     env: dict[str, str] = {}
     if proxy_credentials is not None:
+        # the registry reads them from its environment (never its config file or argv); with the container
+        # backend that environment is part of the container's configuration, readable to docker's users
         log.register_secret(proxy_credentials[1])
         env = {"REGISTRY_PROXY_USERNAME": proxy_credentials[0], "REGISTRY_PROXY_PASSWORD": proxy_credentials[1]}
     if proc.which(BINARY):
@@ -668,7 +680,8 @@ def command(action: str, *, name: str = "local", user: str | None = None, passwo
             port: int = 5000, bind: str = "127.0.0.1", data_dir: Path | None = None, auth: bool = False,
             tls: bool = False, delete: bool = True, trust: bool = False, certs_d: Path | None = None,
             state_root: Path = DEFAULT_STATE_ROOT, proxy: str | None = None, proxy_ttl: str | None = None,
-            proxy_credentials: tuple[str, str] | None = None) -> tuple[dict[str, Any], str, int]:
+            proxy_credentials: tuple[str, str] | None = None,
+            proxy_as: str | None = None) -> tuple[dict[str, Any], str, int]:
     """``pipeline registry start|stop|status|adduser``: (data, text, exit code). ``password`` is the
     new user's (adduser), read by the CLI from stdin or the environment."""
     from pipeline.errors import UsageError
@@ -688,19 +701,22 @@ def command(action: str, *, name: str = "local", user: str | None = None, passwo
         stopped = stop(name, state_root=state_root)
         return {"name": name, "stopped": stopped}, f"registry {name}: {'stopped' if stopped else 'was not running'}", 0
     if action == "start":
+        if proxy_as is not None and (not proxy or not re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$", proxy_as)):
+            raise UsageError(f"pipeline registry start --proxy-as {proxy_as}: goes with --proxy and names a"
+                             " registry host, e.g. docker.io")
         if auth and not htpasswd.exists():
             raise UsageError(f"pipeline registry start --auth: no users yet; run 'pipeline registry adduser NAME'"
                              f" first ({htpasswd})")
         inst = start(name, port=port, state_root=state_root, bind=bind, data_dir=data_dir,
                      htpasswd=htpasswd if auth else None, delete=delete and not proxy, tls=tls,
                      proxy=check_proxy_url(proxy) if proxy else None, proxy_ttl=proxy_ttl,
-                     proxy_credentials=proxy_credentials)
+                     proxy_credentials=proxy_credentials, proxy_as=proxy_as)
     elif action == "client-config":
         inst = status(name, state_root=state_root)
         if inst is None or not inst.proxy:
             raise UsageError(f"pipeline registry client-config: registry '{name}' is not running as a pull-through"
                              " cache (start it with: pipeline registry start --proxy https://registry-1.docker.io)")
-        snippets = client_config(inst.url, inst.proxy)
+        snippets = client_config(inst.url, inst.proxy, inst.proxy_as)
         text = "\n".join(f"# --- {what}\n{body}" for what, body in snippets.items())
         return {"name": name, "address": inst.host, "upstream": inst.proxy, **snippets}, text.rstrip("\n"), 0
     else:

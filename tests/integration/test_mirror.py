@@ -327,6 +327,7 @@ def test_pull_through_cache_serves_an_engine_configured_with_the_printed_snippet
     start = project.run_process(["registry", "start", "--name", "hubcache", "--port", "0", "--proxy",
                                  f"http://{up.host}", "--proxy-ttl", "24h", "--data-dir", str(tmp_path / "cache"),
                                  "--proxy-username-env", "HUB_USER", "--proxy-password-env", "HUB_TOKEN",
+                                 "--proxy-as", "docker.io",    # our fake Hub stands for Docker Hub
                                  "--format", "json"], env, tmp_path)
     assert start.returncode == 0, start.stderr[-3000:]
     cache = json.loads(start.stdout)
@@ -344,18 +345,18 @@ def test_pull_through_cache_serves_an_engine_configured_with_the_printed_snippet
         snippets = json.loads(snippet.stdout)
         import tomllib
         buildkit = tomllib.loads(snippets["buildkitd.toml"])
-        assert buildkit["registry"][up.host]["mirrors"] == [cache["address"]]
+        assert buildkit["registry"]["docker.io"]["mirrors"] == [cache["address"]]
+        assert buildkit["registry"][cache["address"]]["http"] is True
         hosts = tomllib.loads(snippets["hosts.toml"])
+        assert hosts["server"] == "https://registry-1.docker.io"
         assert hosts["host"][f"http://{cache['address']}"]["capabilities"] == ["pull", "resolve"]
         # read-only: a push to the cache is refused
         with httpx.Client(base_url=f"http://{cache['address']}", timeout=30) as client:
             assert client.post("/v2/x/blobs/uploads/").status_code >= 400
-        # dockerd mirrors only Docker Hub: the snippet of a cache of our fake Hub says so; an engine gets the
-        # Hub form, with the cache as its registry mirror (what the snippet prints for registry-1.docker.io)
-        daemon = json.loads(localregistry.client_config(f"http://{cache['address']}",
-                                                        "https://registry-1.docker.io")["daemon.json"])
+        # an engine configured with exactly the printed daemon.json pulls Docker Hub names through the cache
+        daemon = json.loads(snippets["daemon.json"])
         assert daemon == {"registry-mirrors": [f"http://{cache['address']}"]}
-        with second_engine("hubmirror", "pl-hubmir0", "10.231.48.1/24", json.dumps(daemon)) as engine:
+        with second_engine("hubmirror", "pl-hubmir0", "10.231.48.1/24", snippets["daemon.json"]) as engine:
             up.proxy.reset_stats()
             pulled = engine.docker("pull", f"{BASE_REPO}:1.36")
             assert pulled.returncode == 0, pulled.stderr[-2000:]
@@ -379,14 +380,26 @@ def test_pull_through_cache_serves_an_engine_configured_with_the_printed_snippet
         project.run_process(["registry", "stop", "--name", "hubcache"], env, tmp_path)
 
 
+CROSS = """\
+ARG BASE_IMAGE
+FROM --platform=$BUILDPLATFORM ${BASE_IMAGE} AS tools
+RUN echo "tools ran on $(uname -m)" > /tools.txt
+FROM ${BASE_IMAGE}
+COPY --from=tools /tools.txt /tools.txt
+COPY app.txt /app.txt
+"""
+
+
 def test_a_builder_that_can_only_push_gets_the_mirrored_base_through_the_loopback_registry(
         tmp_path, registries, upstream, classic_engine):
-    """The classic image store reads no OCI layout: each platform's base manifest goes from the local layout to
-    the loopback registry of builds (our client), and BuildKit gets it as a docker-image:// named context."""
+    """The classic image store reads no OCI layout: the platforms a build uses (a --platform=$BUILDPLATFORM
+    stage's included) go from the local layout to the loopback registry of builds (our client), and BuildKit
+    gets them as a docker-image:// named context."""
     from pipeline.setup import localregistry as lr
 
     up = upstream
     cfg = _project(tmp_path, registries, up.base, mark="classic", mirror='prefix = "mirror-classic"')
+    (tmp_path / "ctx" / "Dockerfile").write_text(CROSS)
     cfg.write_text(cfg.read_text().replace('mode = "single"', 'mode = "auto"'))
     up.proxy.reset_stats()
     try:
@@ -396,11 +409,32 @@ def test_a_builder_that_can_only_push_gets_the_mirrored_base_through_the_loopbac
         lr.stop(lr.BUILD_LOOPBACK, state_root=tmp_path / ".pipeline" / "registry")
     report = json.loads((tmp_path / "dist" / "release.json").read_text())
     index = _released_index(registries, report["digest"])
-    assert index["annotations"]["org.opencontainers.image.base.digest"] in (up.digest, _current(up))
+    assert index["annotations"]["org.opencontainers.image.base.digest"] == _current(up)
     started = _events(run.stderr, "build.started")
     assert sorted(e["to"] for e in started) == ["loopback registry", "loopback registry"], started
     # BuildKit asked the upstream nothing: only our client's copy into the mirror reached it
     assert all("pipeline" in r.user_agent for r in up.proxy.records()), {r.user_agent for r in up.proxy.records()}
+
+
+def test_split_builds_and_their_merge_agree_on_the_mirrored_bases(tmp_path, registries, upstream):
+    """Each runner builds one platform FROM the mirror; the merge computes the same build key (the bases'
+    digests are inputs) and the index names the base."""
+    up = upstream
+    cfg = _project(tmp_path, registries, up.base, mark="split", mirror='prefix = "mirror-split"')
+    (tmp_path / "ctx" / "Dockerfile").write_text(CROSS)
+    cfg.write_text(cfg.read_text().replace('mode = "single"', 'mode = "split"'))
+    digests = tmp_path / "digests"
+    for platform in project.PLATFORMS:
+        run = project.run_process(["build", "--config", str(cfg), "--platform", platform, "--digest-out",
+                                   str(digests)], github_env(PIPELINE_LOG_FORMAT="json"), tmp_path, timeout=1500)
+        assert run.returncode == 0, run.stderr[-4000:]
+    merged = project.run_process(["release", "--config", str(cfg), "--from-digests", str(digests), "--format", "json"],
+                                 github_env(PIPELINE_LOG_FORMAT="json"), tmp_path, timeout=1500)
+    assert merged.returncode == 0, merged.stderr[-4000:]
+    index = _released_index(registries, json.loads(merged.stdout)["digest"])
+    assert index["annotations"]["org.opencontainers.image.base.digest"] == _current(up)
+    keys = {json.loads(p.read_text())["key"] for p in digests.glob("*.json")}
+    assert len(keys) == 1, keys
 
 
 def _current(up: Upstream) -> str:

@@ -15,8 +15,9 @@ from pipeline.tools.registry import rate_limit_of
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 
-def bases(text: str, args: dict[str, str] | None = None, platforms=PLATFORMS) -> list[tuple[str, tuple[str, ...]]]:
-    st = froms.read(text, args or {}, platforms, "linux/amd64")
+def bases(text: str, args: dict[str, str] | None = None, platforms=PLATFORMS,
+          target: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    st = froms.read(text, args or {}, platforms, "linux/amd64", target)
     return [(froms.full_name(b.ref), b.platforms) for b in st.bases]
 
 
@@ -46,13 +47,73 @@ def test_platform_flag_continuations_and_expansion_forms():
 FROM --platform=$BUILDPLATFORM \\
   # a comment inside a continuation
   ${REG:-docker.io}/library/node:20 AS tools
-FROM --platform=linux/arm64 busybox
+FROM --platform=linux/arm64 busybox AS armtools
 FROM ${UNSET-busybox}:${REG:+never}1.36
+COPY --from=tools /a /a
+RUN --mount=type=bind,from=armtools,target=/x true
 """
     out = bases(text)
     assert out[0] == ("docker.io/library/node:20", ("linux/amd64",))
     assert out[1] == ("docker.io/library/busybox:latest", ("linux/arm64",))
     assert out[2] == ("docker.io/library/busybox:1.36", PLATFORMS)
+
+
+def test_only_the_stages_the_target_reaches_and_copy_from_images():
+    text = """FROM golang:1.22 AS build
+FROM debian:12 AS dev
+FROM alpine:3.20 AS final
+COPY --from=build /app /app
+COPY --from=docker.io/tonistiigi/xx:1.4 / /
+FROM final AS debug
+COPY --from=dev / /dev
+"""
+    assert [r for r, _ in bases(text, target="final")] == [
+        "docker.io/library/golang:1.22", "docker.io/library/alpine:3.20", "docker.io/tonistiigi/xx:1.4"]
+    assert {r for r, _ in bases(text)} == {"docker.io/library/golang:1.22", "docker.io/library/debian:12",
+                                           "docker.io/library/alpine:3.20", "docker.io/tonistiigi/xx:1.4"}
+    with pytest.raises(froms.DockerfileError, match="no stage named 'nope'"):
+        froms.read(text, {}, PLATFORMS, "linux/amd64", "nope")
+
+
+def test_heredoc_bodies_are_not_instructions():
+    text = """FROM postgres:16
+RUN <<EOF psql
+FROM users SELECT 1;
+EOF
+COPY <<-"END" /etc/motd
+\tFROM nothing
+\tEND
+RUN echo done
+"""
+    assert bases(text) == [("docker.io/library/postgres:16", PLATFORMS)]
+
+
+def test_global_args_expand_earlier_args_and_keep_automatic_platform_args():
+    text = """\ufeffARG V=3.19
+ARG BASE=alpine:${V}
+ARG BUILDPLATFORM
+ARG NESTED=${UNSET:-${V}}
+FROM\t--platform=$BUILDPLATFORM ${BASE} AS b
+FROM alpine:${NESTED}
+COPY --from=b / /
+"""
+    assert bases(text) == [("docker.io/library/alpine:3.19", ("linux/amd64",)),
+                           ("docker.io/library/alpine:3.19", PLATFORMS)]
+    assert bases(text, {"V": "3.20"})[0][0] == "docker.io/library/alpine:3.20"
+
+
+def test_docker_hub_under_any_name_is_docker_io():
+    (one,) = froms.read("FROM index.docker.io/library/alpine:3.19\n", {}, PLATFORMS, "linux/amd64").bases
+    assert froms.full_name(one.ref) == "docker.io/library/alpine:3.19"
+    assert froms.context_name(one.ref) == "alpine:3.19"
+
+
+def test_platform_entries_match_with_arm64_default_variant():
+    from pipeline.build.mirror import platform_digest
+    available = {"linux/amd64": "a", "linux/arm64/v8": "b", "linux/arm/v7": "c", "linux/arm/v6": "d"}
+    assert platform_digest(available, "linux/arm64") == "b"
+    assert platform_digest(available, "linux/arm/v7") == "c"
+    assert platform_digest(available, "linux/s390x") is None
 
 
 def test_escape_directive():
@@ -77,6 +138,8 @@ def test_context_names_are_docker_short_form():
     assert froms.context_name(parse("busybox")) == "busybox"
     assert froms.context_name(parse("docker.io/acme/app:latest")) == "acme/app"
     assert froms.context_name(parse("127.0.0.1:9/library/base:1")) == "127.0.0.1:9/library/base:1"
+    pinned = "busybox:1.36@sha256:" + "a" * 64
+    assert froms.context_name(parse(pinned)) == pinned
 
 
 def test_lock_round_trip_is_sorted_and_rejects_damage(tmp_path):
