@@ -92,7 +92,7 @@ def test_release_manifest_describes_the_release(released, registries):
     assert set(by_name) == {"ghcr", "ecr", "hub"}
     for r in by_name.values():
         assert r["digest"] == manifest["digest"] and sorted(r["tags_written"]) == sorted(RELEASE_TAGS)
-    assert [s["stage"] for s in on_disk["stages"]][:2] == ["tags", "build"]
+    assert [s["stage"] for s in on_disk["stages"]][:3] == ["tags", "mirror", "build"]
 
 
 def test_release_registries_never_see_candidate_tags(released, registries):
