@@ -60,6 +60,8 @@ THIN = {
     "ci-init": ("ci-init", "Write CI files that call these sessions: nox -s ci-init -- github|gitlab|jenkins."),
     "prune": ("prune", "Preview the [lifecycle] rules on every registry (nox -s prune -- --apply deletes)."),
     "inventory": ("inventory", "Every image in every registry: a table and dist/inventory.html."),
+    "rescan": ("rescan", "The released images judged again with today's DB (exit 1 when one now fails)."),
+    "vex": ("vex", "The [scan] exceptions as OpenVEX: nox -s vex -- export [--output FILE]."),
     "mirror": ("mirror", "Base images into the [mirror] registry, pinned in the lock (-- --check | --update)."),
 }
 

@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
                      " exit 1 when one did or a base is not locked yet; nothing is copied or written")
     how.add_argument("--update", action="store_true", help="resolve every tag again, copy the new digests into the"
                      " mirror and move the lock")
+    p = sub.add_parser("rescan", help="judge the released images again with today's vulnerability DB (the gate's"
+                       " policy): exit 1 when one now fails")
+    _common(p)
+    p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
+    p = sub.add_parser("vex", help="OpenVEX: 'vex export' writes the [scan] exceptions as an OpenVEX document (for"
+                       " trivy --vex, Grype, admission controllers)")
+    _common(p, fmt=False)
+    p.add_argument("action", choices=("export",))
+    p.add_argument("--output", metavar="FILE", help="write it here (default: stdout)")
     p = sub.add_parser("registry", help="run a self-hosted distribution registry: start | stop | status | adduser |"
                        " client-config (a pull-through cache's client settings)")
     p.add_argument("action", choices=("start", "stop", "status", "adduser", "client-config"))
@@ -396,6 +405,46 @@ def _proxy_credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tupl
     return env[names[0]], env[names[1]]
 
 
+def cmd_rescan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    from pipeline.access.registries import Access
+    from pipeline.scan import rescan
+
+    _, cfg = _config(args, env)
+    with Access(cfg, env) as access:
+        result = rescan.rescan(cfg, env, access, only=args.registry, dist=Path(cfg.report.dir),
+                               now=datetime.now(timezone.utc))
+    _emit(result.to_dict(), args.format, lambda: rescan.text(result), out)
+    if result.exit_code == 1:
+        raise _Failed(result.failure_message(), EXIT_POLICY)
+    if result.exit_code == 3:
+        raise _Failed("rescan incomplete: " + (result.db_error or "; ".join(
+            f"{k}: {v}" for k, v in result.unreadable.items())), EXIT_INFRA)
+    return EXIT_OK
+
+
+def cmd_vex(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    from pipeline.scan.command import vex_export
+
+    cfg_path, cfg = _config(args, env)
+    document, warnings = vex_export(cfg, Path(cfg.report.dir), datetime.now(timezone.utc))
+    for w in warnings:
+        log.get().warning("vex.incomplete", note=w)
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: cannot write: {exc.strerror}") from None
+        log.get().info("vex.written", path=args.output, statements=len(document["statements"]))
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.sign import verification
 
@@ -620,6 +669,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str], TextIO], in
     "scan": cmd_scan,
     "registry": cmd_registry,
     "mirror": cmd_mirror,
+    "vex": cmd_vex,
+    "rescan": cmd_rescan,
     "login": cmd_login,
     "pull-secret": cmd_pull_secret,
     "ci-init": cmd_ci_init,

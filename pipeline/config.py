@@ -339,6 +339,10 @@ class ScanConfig(Section):
     max_allowed: dict[Literal["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"], int] = Field(default_factory=dict)
     fail_on_secrets: bool = True
     exceptions_file: str | None = "config/scan-exceptions.toml"
+    expiry_warning_days: int = Field(default=14, ge=0, le=365, description="warn this many days before an"
+                                     " exception in use expires (0: never)")
+    vex: list[str] = Field(default_factory=list, description="OpenVEX documents whose not_affected / fixed"
+                           " statements the gate applies (e.g. written by 'pipeline vex export')")
     trivyignore: str | None = None
     db_repository: list[str] = Field(default_factory=list, description="DB mirrors tried in order"
                                      " (default: Trivy's mirror.gcr.io, then ghcr.io)")
@@ -385,6 +389,11 @@ class ScanConfig(Section):
             raise ValueError("set either ignore_unfixed or ignore_statuses, not both (ignore_unfixed is"
                              " ignore_statuses = every status but \"fixed\"; Trivy drops it silently when both are given)")
         return self
+
+
+class RescanConfig(Section):
+    keep: int = Field(default=20, ge=1, le=10000, description="the newest released images per repository that"
+                      " pipeline rescan judges again")
 
 
 class SignConfig(Section):
@@ -851,6 +860,7 @@ class Config(Section):
     build: BuildConfig = Field(default_factory=BuildConfig)
     mirror: MirrorConfig = Field(default_factory=MirrorConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
+    rescan: RescanConfig = Field(default_factory=RescanConfig)
     copy_: CopyConfig = Field(default_factory=CopyConfig, alias="copy")
     sign: SignConfig = Field(default_factory=SignConfig)
     tag: TagStageConfig = Field(default_factory=TagStageConfig)

@@ -69,9 +69,52 @@ def stage_summary(outputs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         return {"verdict": None}, "no scan ran (see the errors above)"
     data = {"verdict": out.verdict, "digest": out.digest, "db": out.db, "reports": out.reports,
             "platforms": {p: {"image": s.image, "verdict": s.verdict, "cached": s.cached, "counts": s.counts,
-                              "blocking": s.blocking, "suppressed": s.suppressed, "expired": s.expired}
+                              "blocking": s.blocking, "suppressed": s.suppressed, "expired": s.expired,
+                              "expiring": s.expiring}
                           for p, s in out.platforms.items()}}
     lines = [f"{p}: {s.verdict} ({len(s.blocking)} blocking, {len(s.suppressed)} suppressed"
              f"{', cached scan' if s.cached else ''})" for p, s in out.platforms.items()]
     lines.append(f"reports: {Path(next(iter(out.reports.values()), 'dist/scan/x')).parent}")
     return data, "\n".join(lines)
+
+
+def vex_export(cfg: Config, dist: Path, now: datetime) -> tuple[dict[str, Any], list[str]]:
+    """``pipeline vex export``: the exceptions file as OpenVEX, with the package purls of the last gate's and
+    rescan's Trivy reports (``dist/scan``, ``dist/rescan/trivy``) and the released image's digests
+    (``dist/release.json``); (document, warnings)."""
+    from pipeline.scan import vex
+    from pipeline.scan.policy import findings as report_findings
+
+    policy = load_policy(cfg.scan)
+    if not policy.exceptions:
+        raise ConfigError(f"scan.exceptions_file: {cfg.scan.exceptions_file or '(not set)'} holds no [[exceptions]];"
+                          " nothing to export")
+    found = []
+    for path in sorted([*(dist / "scan").glob("linux-*.json"), *(dist / "rescan" / "trivy").glob("*.json")]):
+        try:
+            found += report_findings(results.parse_report(path.read_bytes()))
+        except (OSError, results.ReportError):
+            continue
+    images: list[str] = []
+    try:
+        import json
+
+        release = json.loads((dist / "release.json").read_text())
+        for reg in release.get("registries") or []:
+            for digest in [reg.get("digest")] + list((reg.get("platforms") or {}).values()):
+                if digest:
+                    images.append(vex.image_purl(reg["repository"], digest, reg["url"].split("/", 1)[0]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    warnings = []
+    if not found:
+        warnings.append(f"no scan reports in {dist / 'scan'} or {dist / 'rescan'}: the statements name only the"
+                        " exceptions' own purls (run a release, 'pipeline scan' or 'pipeline rescan' first for the"
+                        " packages Trivy found)")
+    document = vex.export(policy.exceptions, found, list(dict.fromkeys(images)), now,
+                          author=f"pipeline ({cfg.scan.exceptions_file})")
+    for st, ex in zip(document["statements"], policy.exceptions, strict=True):
+        if not st["products"]:
+            warnings.append(f"{ex.source}: {ex.id}: no package purl known (no scan found it and the exception"
+                            " has no purl); Trivy will not apply this statement")
+    return document, warnings

@@ -300,6 +300,8 @@ class Policy:
     fail_on_secrets: bool = True
     exceptions: tuple[ScanException, ...] = ()
     ignores: tuple[IgnoreRule, ...] = ()
+    vex: tuple[tuple[Any, ...], ...] = ()        # per scan.vex document, its pipeline.scan.vex.Statements
+    warn_days: int = 14                          # an exception in use this close to its expiry is said
 
     def ignored_statuses(self) -> tuple[str, tuple[str, ...]]:
         """(rule name, statuses) the status filter drops."""
@@ -347,9 +349,19 @@ def load_policy(scan: Any, read: Callable[[str], str] | None = None,
             ignores = parse_trivyignore_yaml(text, scan.trivyignore)
         else:
             ignores = parse_trivyignore(text, scan.trivyignore, warn)
+    documents: list[tuple[Any, ...]] = []
+    for i, path in enumerate(getattr(scan, "vex", ()) or ()):
+        from pipeline.scan import vex
+
+        try:
+            text = read(path)
+        except OSError as exc:
+            raise ConfigError(f"scan.vex[{i}]: cannot read {path}: {exc.strerror or exc}") from None
+        documents.append(vex.parse(text, path))
     return Policy(fail_on=scan.fail_on, ignore_unfixed=scan.ignore_unfixed,
                   ignore_statuses=tuple(scan.ignore_statuses), max_allowed=dict(scan.max_allowed),
-                  fail_on_secrets=scan.fail_on_secrets, exceptions=exceptions, ignores=ignores)
+                  fail_on_secrets=scan.fail_on_secrets, exceptions=exceptions, ignores=ignores,
+                  vex=tuple(documents), warn_days=getattr(scan, "expiry_warning_days", 14))
 
 
 # --------------------------------------------------------------------------- verdict
@@ -380,6 +392,7 @@ class Verdict:
     tolerated: tuple[Finding, ...] = ()           # within max_allowed
     expired: tuple[ScanException, ...] = ()       # exceptions that matched but no longer apply
     secrets: int = 0                              # unsuppressed secrets
+    expiring: tuple[ScanException, ...] = ()      # exceptions in use that lapse within warn_days
 
     @property
     def passed(self) -> bool:
@@ -389,7 +402,8 @@ class Verdict:
         return {"verdict": self.verdict, "blocking": [f.item() for f in self.blocking],
                 "suppressed": [s.to_dict() for s in self.suppressed], "counts": dict(self.counts),
                 "tolerated": [f.item() for f in self.tolerated],
-                "expired": [e.to_dict() for e in self.expired], "secrets": self.secrets}
+                "expired": [e.to_dict() for e in self.expired], "secrets": self.secrets,
+                "expiring": [e.to_dict() for e in self.expiring]}
 
 
 def _now(today: date | datetime) -> tuple[date, datetime]:
@@ -399,8 +413,8 @@ def _now(today: date | datetime) -> tuple[date, datetime]:
     return today, datetime(today.year, today.month, today.day, tzinfo=timezone.utc)
 
 
-def _suppress(f: Finding, policy: Policy, day: date, now: datetime,
-              expired: dict[str, ScanException]) -> Suppressed | None:
+def _suppress(f: Finding, policy: Policy, day: date, now: datetime, expired: dict[str, ScanException],
+              used: dict[str, ScanException], digests: Sequence[str]) -> Suppressed | None:
     rule, statuses = policy.ignored_statuses()
     if f.kind == "vulnerability" and f.status in statuses:
         return Suppressed(f, rule)
@@ -413,19 +427,30 @@ def _suppress(f: Finding, policy: Policy, day: date, now: datetime,
             if ex.expired(day):
                 expired.setdefault(ex.source, ex)
                 continue
+            used.setdefault(ex.source, ex)
             return Suppressed(f, f"exception:{ex.id}", ex.reason, ex.expires.isoformat(), ex.owner or "")
+    if policy.vex:
+        from pipeline.scan.vex import decide
+
+        for document in policy.vex:
+            st = decide(document, f, digests, day)
+            if st is not None:
+                return Suppressed(f, f"vex:{st.source}", st.why, st.expires.isoformat() if st.expires else "")
     return None
 
 
-def evaluate(report: Report | Sequence[Finding], policy: Policy, today: date | datetime) -> Verdict:
-    """The gate's verdict on one report (one platform)."""
+def evaluate(report: Report | Sequence[Finding], policy: Policy, today: date | datetime,
+             digests: Sequence[str] = ()) -> Verdict:
+    """The gate's verdict on one report (one platform); ``digests``: the image's (index and platform
+    manifest), which VEX image products name."""
     day, now = _now(today)
     items = findings(report) if isinstance(report, Report) else list(report)
     expired: dict[str, ScanException] = {}
+    used: dict[str, ScanException] = {}
     suppressed: list[Suppressed] = []
     kept: list[Finding] = []
     for f in items:
-        s = _suppress(f, policy, day, now, expired)
+        s = _suppress(f, policy, day, now, expired, used, digests)
         if s is not None:
             suppressed.append(s)
         else:
@@ -448,4 +473,5 @@ def evaluate(report: Report | Sequence[Finding], policy: Policy, today: date | d
     blocking.sort(key=Finding.sort_key)
     return Verdict("fail" if blocking else "pass", tuple(blocking),
                    tuple(sorted(suppressed, key=lambda s: s.finding.sort_key())), counts,
-                   tuple(sorted(tolerated, key=Finding.sort_key)), tuple(expired.values()), len(secrets))
+                   tuple(sorted(tolerated, key=Finding.sort_key)), tuple(expired.values()), len(secrets),
+                   tuple(e for e in used.values() if policy.warn_days and (e.expires - day).days <= policy.warn_days))

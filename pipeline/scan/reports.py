@@ -112,6 +112,10 @@ def table(results: Sequence[PlatformResult]) -> str:
         used = [s for s in v.suppressed if s.by.startswith("exception:")]
         for s in used:
             console.print(f"  exception {s.finding.id} ({s.finding.package}) until {s.expires}: {s.reason}")
+        for e in v.expiring:
+            console.print(f"  EXPIRING exception {e.id} on {e.expires.isoformat()} ({e.source}): it blocks from then on")
+        for s in (s for s in v.suppressed if s.by.startswith("vex:")):
+            console.print(f"  VEX {s.finding.id} ({s.finding.package}) by {s.by[4:]}: {s.reason}")
         for e in v.expired:
             console.print(f"  EXPIRED exception {e.id} (expired {e.expires.isoformat()}, {e.source}): {e.reason}")
         if v.tolerated:
@@ -137,11 +141,14 @@ def markdown(results: Sequence[PlatformResult]) -> str:
             lines += [f"| {f.severity} | {f.id} | {f.package or '(secret)'} | {f.installed} | {f.fixed or '–'} |"
                       f" {f.target} |" for f in v.blocking]
         used = [s for s in v.suppressed if s.by.startswith("exception:")]
-        if used or v.expired:
+        by_vex = [s for s in v.suppressed if s.by.startswith("vex:")]
+        if used or v.expired or by_vex:
             lines += ["", f"### Exceptions on {r.platform}", ""]
             lines += [f"- `{s.finding.id}` ({s.finding.package}) until {s.expires}: {s.reason}" for s in used]
+            lines += [f"- **expires soon** `{e.id}` on {e.expires.isoformat()} ({e.source})" for e in v.expiring]
             lines += [f"- **expired** `{e.id}` on {e.expires.isoformat()} ({e.source}): {e.reason}"
                       for e in v.expired]
+            lines += [f"- VEX `{s.finding.id}` ({s.finding.package}) by {s.by[4:]}: {s.reason}" for s in by_vex]
     return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,7 @@ class PlatformScan:
     blocking: list[dict[str, str]]
     suppressed: list[dict[str, Any]]
     expired: list[dict[str, Any]]
+    expiring: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ class Scan:
                                note="scan.vuln_db_required = false: only secrets are scanned; this image's"
                                     " vulnerabilities are NOT checked (the release report says so)")
             reg = cfg.registry(build.registry)
-            version = trivy.version()
             cache = ScanCache(Path(db.cache_dir) / "pipeline-scans")
+            version = trivy.version(str(cache.root))
             now = today()
             results: list[PlatformResult] = []
             raw: dict[str, bytes] = {}
@@ -149,7 +150,12 @@ class Scan:
                         report = parse_report(data)
                     except ReportError as exc:
                         raise ToolError(f"trivy scan of {image}: unreadable report ({exc})", tool="trivy") from None
-                    verdict = evaluate(report, policy, now)
+                    verdict = evaluate(report, policy, now, (build.digest, digest))
+                    for ex in verdict.expiring:
+                        logger.warning("exception.expiring", id=ex.id, expires=ex.expires.isoformat(),
+                                       days_left=(ex.expires - now.date()).days, platform=platform, source=ex.source,
+                                       note=f"the exception for {ex.id} lapses on {ex.expires.isoformat()}: from then"
+                                            " on it blocks releases; fix the finding or extend the exception")
                     logger.info("image.scanned", platform=platform, verdict=verdict.verdict,
                                 blocking=len(verdict.blocking), suppressed=len(verdict.suppressed), cached=cached)
                     results.append(PlatformResult(platform, image, report, verdict, cached))
@@ -164,7 +170,8 @@ class Scan:
             build.digest, "fail" if any(not r.verdict.passed for r in results) else "pass",
             {r.platform: PlatformScan(r.image, r.verdict.verdict, r.cached, dict(r.verdict.counts),
                                       r.verdict.to_dict()["blocking"], r.verdict.to_dict()["suppressed"],
-                                      r.verdict.to_dict()["expired"]) for r in results},
+                                      r.verdict.to_dict()["expired"], r.verdict.to_dict()["expiring"])
+             for r in results},
             db.to_dict(), paths, vulnerabilities_scanned="vuln" in scanners)
         logger.info("scan.reported", verdict=output.verdict, dir=str(ctx.dist / "scan"))
         if output.verdict == "fail":

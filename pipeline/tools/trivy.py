@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,12 +119,35 @@ def supported_flags() -> frozenset[str]:
 
 
 @functools.cache
-def version() -> str:
+def version(remember: str | None = None) -> str:
+    """The Trivy version (part of every scan cache key). With ``remember`` (a directory), the answer is
+    kept there per binary (path, size, mtime), so a run whose scans all come from the cache starts no
+    Trivy process at all."""
+    binary = proc.which(TRIVY)
+    stamp = None
+    if remember and binary:
+        st = os.stat(binary)
+        stamp = f"{os.path.realpath(binary)}\0{st.st_size}\0{st.st_mtime_ns}"
+        try:
+            known = json.loads((Path(remember) / "trivy-version.json").read_text())
+            if known.get("binary") == stamp and known.get("version"):
+                return str(known["version"])
+        except (OSError, ValueError, AttributeError):
+            pass
     r = proc.run(version_argv(), timeout=60, what="trivy version")
     try:
-        return str(json.loads(r.stdout).get("Version") or "unknown")
+        found = str(json.loads(r.stdout).get("Version") or "unknown")
     except ValueError:
-        return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "unknown"
+        found = r.stdout.strip().splitlines()[0] if r.stdout.strip() else "unknown"
+    if stamp is not None:
+        try:
+            Path(remember).mkdir(parents=True, exist_ok=True)
+            tmp = Path(remember) / f".trivy-version.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({"binary": stamp, "version": found}))
+            tmp.replace(Path(remember) / "trivy-version.json")
+        except OSError:
+            pass
+    return found
 
 
 class JavaDBNeeded(ToolError):

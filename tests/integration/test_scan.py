@@ -24,18 +24,11 @@ from pipeline.tools.registry import Registry
 from tests.support import project as support
 from tests.support.project import http_tags
 from tests.support import trivydb
-from tests.support.record_trivy import apk_installed
+from tests.support.record_trivy import ALPINE_DOCKERFILE, alpine_files
 
 SHA = "5ca45ca45ca45ca45ca45ca45ca45ca45ca45ca4"
 RELEASE = ("ghcr", "ecr", "hub")
-DOCKERFILE = """\
-ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
-ARG TARGETARCH
-COPY alpine-release /etc/alpine-release
-COPY apk-${TARGETARCH}/installed /lib/apk/db/installed
-COPY app.txt /app.txt
-"""
+DOCKERFILE = ALPINE_DOCKERFILE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,10 +59,7 @@ def github_env() -> dict[str, str]:
 def project(tmp: Path, registries: dict[str, Any], offline_base: str, db: str, *, name: str, cache: Path,
             arm64_only: bool = False, exceptions: str = "", scan_extra: str = "") -> Path:
     """An Alpine-looking image per platform (musl 1.2.4-r2 is vulnerable in the test DB)."""
-    files = {"alpine-release": "3.19.1\n"}
-    for arch, (musl, apk_arch) in {"amd64": ("1.2.4-r99" if arm64_only else "1.2.4-r2", "x86_64"),
-                                   "arm64": ("1.2.4-r2", "aarch64")}.items():
-        files[f"apk-{arch}/installed"] = apk_installed(musl, apk_arch)
+    files = alpine_files("1.2.4-r99" if arm64_only else "1.2.4-r2", "1.2.4-r2")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "scan-exceptions.toml").write_text(exceptions)
     scan = (f'fail_on = "HIGH"\ndb_repository = ["{db}"]\ncache_dir = "{cache}"\n'
@@ -385,3 +375,61 @@ def test_an_image_with_jars_gets_the_java_db_from_our_client_and_the_scan_sends_
     scans = [c for c in calls.read_text().splitlines() if c.startswith("image --input")]
     assert scans and all("--skip-java-db-update" in c and "--offline-scan" in c for c in scans), scans
     assert_release_registries_untouched(registries, "scan-java", tmp_path / "dist")
+
+
+# --------------------------------------------------------------------------- VEX both ways
+
+
+def test_exceptions_exported_as_openvex_pass_the_gate_and_trivy_applies_them(
+        tmp_path, registries, offline_base, db_ref, shared_cache):
+    """The exception passes a release; exported as OpenVEX it passes one without the exception (scan.vex), and
+    Trivy run by hand with --vex on the exported file suppresses the same finding."""
+    from pipeline.tools import trivy
+    from pipeline.tools.oci import Layout
+
+    exception = ('[[exceptions]]\nid = "CVE-2099-0001"\npackage = "musl"\nreason = "test: musl is not reached"\n'
+                 'expires = 2099-01-01\nowner = "qa"\n')
+    first = tmp_path / "with-exception"
+    cfg = project(first, registries, offline_base, db_ref, name="scan-vex", cache=shared_cache, exceptions=exception)
+    code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"])
+    assert code == 0, err[-3000:]
+    exported = tmp_path / "exceptions.vex.json"
+    code, out, err = pipeline(["vex", "export", "--config", str(cfg), "--output", str(exported)])
+    assert code == 0, err[-3000:]
+    doc = json.loads(exported.read_text())
+    (statement,) = doc["statements"]
+    purls = {p["@id"] for p in statement["products"]}
+    assert any(p.startswith("pkg:apk/alpine/musl@1.2.4-r2") for p in purls), purls
+    assert any(p.startswith("pkg:oci/scan-vex@sha256%3A") for p in purls), purls
+    assert "expires=2099-01-01" in statement["status_notes"]
+
+    # the same finding, suppressed by the document instead of the exception, and said so with its source
+    second = tmp_path / "with-vex"
+    cfg = project(second, registries, offline_base, db_ref, name="scan-vex", cache=shared_cache,
+                  scan_extra=f'vex = ["{exported}"]\n')
+    code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"])
+    assert code == 0, err[-3000:]
+    scan = json.loads(out)["outputs"]["scan"]
+    for platform in ("linux/amd64", "linux/arm64"):
+        [by] = [s for s in scan["platforms"][platform]["suppressed"] if s["id"] == "CVE-2099-0001"]
+        assert by["by"] == f"vex:{exported}#0" and by["reason"] == "test: musl is not reached"
+    assert f"by {exported}#0" in (second / "dist" / "scan" / "summary.md").read_text()
+
+    # Trivy itself, with --vex on the exported file, on the local image of one platform
+    release = json.loads((second / "dist" / "release.json").read_text())
+    layout = Layout(Path(".pipeline/images") / release["candidate"]["key"][:32])
+    view = layout.view(release["platforms"]["linux/arm64"], tmp_path / "arm64-view")
+    cache = json.loads(out)["outputs"]["scan"]["db"]["cache_dir"]
+    argv = [trivy.TRIVY, "image", "--input", str(view.path), "--cache-dir", cache, "--skip-db-update",
+            "--skip-java-db-update", "--offline-scan", "--scanners", "vuln", "--format", "json", "--quiet"]
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    ids = [v["VulnerabilityID"] for r in json.loads(plain.stdout).get("Results", []) for v in r.get("Vulnerabilities") or []]
+    assert "CVE-2099-0001" in ids
+    with_vex = subprocess.run([*argv, "--vex", str(exported), "--show-suppressed"], capture_output=True, text=True,
+                              timeout=300)
+    assert with_vex.returncode == 0, with_vex.stderr[-2000:]
+    results = json.loads(with_vex.stdout).get("Results", [])
+    assert "CVE-2099-0001" not in [v["VulnerabilityID"] for r in results for v in r.get("Vulnerabilities") or []]
+    modified = [m for r in results for m in r.get("ExperimentalModifiedFindings") or []]
+    assert [(m["Status"], m["Finding"]["VulnerabilityID"]) for m in modified] == [("not_affected", "CVE-2099-0001")]

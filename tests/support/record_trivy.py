@@ -97,6 +97,23 @@ def apk_installed(musl: str = "1.2.4-r2", arch: str = "x86_64") -> str:
             f"P:busybox\nV:1.36.1-r15\nA:{arch}\nL:GPL-2.0-only\no:busybox\n\n")
 
 
+#: an Alpine-looking image per platform, for releases the gate scans: the base plus an apk database
+ALPINE_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+ARG TARGETARCH
+COPY alpine-release /etc/alpine-release
+COPY apk-${TARGETARCH}/installed /lib/apk/db/installed
+COPY app.txt /app.txt
+"""
+
+
+def alpine_files(musl_amd64: str, musl_arm64: str) -> dict[str, str]:
+    """The build context files of :data:`ALPINE_DOCKERFILE` with these musl versions."""
+    return {"alpine-release": "3.19.1\n", "apk-amd64/installed": apk_installed(musl_amd64, "x86_64"),
+            "apk-arm64/installed": apk_installed(musl_arm64, "aarch64")}
+
+
 def debian(root: Path) -> Path:
     for d in ("etc", "var/lib/dpkg", "app", "usr/lib/python3/dist-packages/requests-2.28.1.dist-info",
               "usr/lib/python3/dist-packages/urllib3-1.26.12.dist-info"):

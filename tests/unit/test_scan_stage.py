@@ -44,7 +44,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setattr(registries_mod, "Access", fake_access())    # what ctx.registry_access() makes
     monkeypatch.setattr(scan_stage.scandb, "prepare", lambda cfg, env, access: db)
     monkeypatch.setattr(scan_stage.trivy, "scan", fake_scan)
-    monkeypatch.setattr(scan_stage.trivy, "version", lambda: "0.59.1")
+    monkeypatch.setattr(scan_stage.trivy, "version", lambda remember=None: "0.59.1")
 
     def make(scan: dict | None = None, files: dict[str, str] | None = None, env: dict | None = None) -> Context:
         for name, text in (files or {}).items():
