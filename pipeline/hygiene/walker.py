@@ -368,6 +368,11 @@ class Walker:
     def _config_platform(self, repo: str, digest: str) -> str | None:
         return platform_name(self._config(repo, digest))
 
+    def manifest_platform(self, repo: str, manifest: Mapping[str, Any]) -> str | None:
+        """The platform a single image manifest's config names (``linux/amd64``), or None."""
+        config = (manifest.get("config") or {}).get("digest")
+        return self._config_platform(repo, config) if config else None
+
     def _subjects(self, repo: str, snap: Snapshot) -> None:
         known = set(snap.images) | {c for img in snap.images.values() for c in img.children}
         unknown = sorted({a.subject for a in snap.attachments if a.subject not in known})

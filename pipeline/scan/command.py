@@ -111,9 +111,16 @@ def vex_export(cfg: Config, dist: Path, now: datetime) -> tuple[dict[str, Any], 
         warnings.append(f"no scan reports in {dist / 'scan'} or {dist / 'rescan'}: the statements name only the"
                         " exceptions' own purls (run a release, 'pipeline scan' or 'pipeline rescan' first for the"
                         " packages Trivy found)")
-    document = vex.export(policy.exceptions, found, list(dict.fromkeys(images)), now,
+    live = [ex for ex in policy.exceptions if not ex.expired(now.date())]
+    for ex in policy.exceptions:
+        if ex.expired(now.date()):       # other tools do not read our expiry note: a lapsed one is left out
+            warnings.append(f"{ex.source}: {ex.id} expired on {ex.expires.isoformat()}: not exported")
+    if not live:
+        raise ConfigError(f"scan.exceptions_file: every exception in {cfg.scan.exceptions_file} has expired;"
+                          " nothing to export")
+    document = vex.export(live, found, list(dict.fromkeys(images)), now,
                           author=f"pipeline ({cfg.scan.exceptions_file})")
-    for st, ex in zip(document["statements"], policy.exceptions, strict=True):
+    for st, ex in zip(document["statements"], live, strict=True):
         if not st["products"]:
             warnings.append(f"{ex.source}: {ex.id}: no package purl known (no scan found it and the exception"
                             " has no purl); Trivy will not apply this statement")

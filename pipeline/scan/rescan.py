@@ -116,7 +116,8 @@ class RescanResult:
 
 
 def _release_history(cfg: Config) -> dict[tuple[str, str], set[str]]:
-    """(image digest, platform) → the ids that blocked at release time, from the release manifests."""
+    """(image digest, platform) → the ids the release-time gate saw (blocking or suppressed: a finding an
+    exception covered then is not new when that exception has lapsed), from the release manifests."""
     out: dict[tuple[str, str], set[str]] = {}
     for pattern in cfg.lifecycle.release_manifests:
         for path in sorted(glob.glob(pattern)):
@@ -130,15 +131,16 @@ def _release_history(cfg: Config) -> dict[tuple[str, str], set[str]]:
                 continue
             for platform, result in (scan.get("platforms") or {}).items():
                 if isinstance(result, Mapping):
-                    out[(str(scan.get("digest")), platform)] = {str(b.get("id")) for b in result.get("blocking") or []}
+                    seen = [*(result.get("blocking") or []), *(result.get("suppressed") or [])]
+                    out[(str(scan.get("digest")), platform)] = {str(b.get("id")) for b in seen if isinstance(b, Mapping)}
     return out
 
 
 def targets(cfg: Config, access: Access, only: list[str], now: datetime) -> tuple[list[Target], dict[str, str]]:
-    """The released images to rescan, newest ``rescan.keep`` per repository; (targets, unreadable registries)."""
+    """The released images to rescan, newest ``rescan.keep`` per repository; (targets, unreadable registries:
+    a registry that cannot be read, or whose repository holds no released image)."""
     from pipeline.access.registries import select
     from pipeline.hygiene.walker import Walker, load_release_facts
-    from pipeline.tools.registry import RegistryError
 
     facts = load_release_facts(cfg.lifecycle.release_manifests)
     found: list[Target] = []
@@ -148,18 +150,27 @@ def targets(cfg: Config, access: Access, only: list[str], now: datetime) -> tupl
         if cfg.is_mirror_repository(reg.name, repo):
             continue
         try:
-            snap = Walker(access.client(reg), registry=reg.name, facts=facts, now=now,
-                          age_sources=cfg.lifecycle.age_sources).walk(repo)
-        except RegistryError as exc:
+            walker = Walker(access.client(reg), registry=reg.name, facts=facts, now=now,
+                            age_sources=cfg.lifecycle.age_sources)
+            snap = walker.walk(repo)
+            images = []
+            for img in snap.images.values():
+                tags = tuple(t for t in img.tags if not t.startswith(cfg.staging.tag_prefix) and t != "buildcache")
+                if not tags:
+                    continue           # candidates and build cache are not released images
+                if img.is_index:
+                    platforms = dict(img.platforms)
+                else:
+                    body, _, _ = access.client(reg).manifest_get(repo, img.digest)
+                    platforms = {walker.manifest_platform(repo, json.loads(body)) or "(single)": img.digest}
+                images.append((img.pushed_at, Target(reg, repo, tags, img.digest, platforms)))
+        except PipelineError as exc:      # unreachable, credentials (ECR, env, helpers): this registry only
             unreadable[reg.name] = str(exc)
             continue
-        images = []
-        for img in snap.images.values():
-            tags = tuple(t for t in img.tags if not t.startswith(cfg.staging.tag_prefix) and t != "buildcache")
-            if not tags:
-                continue           # candidates and build cache are not released images
-            platforms = dict(img.platforms) if img.is_index else {"": img.digest}
-            images.append((img.pushed_at, Target(reg, repo, tags, img.digest, platforms)))
+        if not images:
+            unreadable[reg.name] = (f"{reg.url}/{repo}: no released image (no tag but candidates); check image.name"
+                                    " or that this registry gets releases")
+            continue
         far_future = datetime.max.replace(tzinfo=timezone.utc)
         images.sort(key=lambda x: x[0] or far_future, reverse=True)     # unknown age: the newest
         found += [t for _, t in images[:cfg.rescan.keep]]
@@ -175,9 +186,12 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
     from pipeline.scan.reports import PlatformResult, write_all
     from pipeline.scan.results import ReportError, ScanCache, parse_report
 
+    import shutil
+
     logger = log.get(stage="rescan")
     policy = load_policy(cfg.scan, warn=lambda m: logger.warning("trivyignore.line_skipped", detail=m))
     result = RescanResult()
+    shutil.rmtree(dist / "rescan", ignore_errors=True)       # no report of an earlier run passes for this one
     try:
         db = scandb.prepare(cfg, env, access)
     except (trivy.NoDatabaseError, PipelineError) as exc:
@@ -216,7 +230,7 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
             then = history.get((t.digest, platform))
             blocking = [f.item() for f in verdict.blocking]
             new = sorted({b["id"] for b in blocking} - then) if then is not None else []
-            item = Rescanned(t.registry.name, t.repository, t.tags, t.digest, platform or "(single)", manifest,
+            item = Rescanned(t.registry.name, t.repository, t.tags, t.digest, platform, manifest,
                              verdict.verdict, blocking, new, [e.to_dict() for e in verdict.expiring],
                              len(verdict.suppressed), cached)
             result.images.append(item)
@@ -239,18 +253,25 @@ def _scan(cfg: Config, env: Mapping[str, str], access: Access, t: Target, manife
     from pipeline.tools import transfer
     from pipeline.tools.oci import Layout
 
+    import shutil
+
     dest = RESCAN_DIR / manifest.split(":", 1)[1][:32]
     layout = Layout(dest) if Layout(dest).exists() else Layout.create(dest)
-    if not layout.has(manifest) or layout.missing(manifest):
-        transfer.pull(access.client(t.registry), t.repository, manifest, layout, concurrency=cfg.copy_.concurrency)
-    layout.set_root(layout.descriptor(manifest))
+    what = f"{t.registry.host}/{t.repository}@{manifest}"
     try:
-        return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds, scanners=scanners,
-                          what=f"{t.registry.host}/{t.repository}@{manifest}")
-    except trivy.JavaDBNeeded:
-        scandb.prepare_java(cfg, env, access)
-        return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds, scanners=scanners,
-                          what=f"{t.registry.host}/{t.repository}@{manifest}")
+        if not layout.has(manifest) or layout.missing(manifest):
+            transfer.pull(access.client(t.registry), t.repository, manifest, layout,
+                          concurrency=cfg.copy_.concurrency)
+        layout.set_root(layout.descriptor(manifest))
+        try:
+            return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds,
+                              scanners=scanners, what=what)
+        except trivy.JavaDBNeeded:
+            scandb.prepare_java(cfg, env, access)
+            return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds,
+                              scanners=scanners, what=what)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)     # the result is cached; the image bytes need not stay
 
 
 def text(result: RescanResult) -> str:

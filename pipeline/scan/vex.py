@@ -6,10 +6,12 @@ general library would not decide for us.
 
 **Export** (:func:`export`): one statement per exception, ``status`` ``not_affected``, the reason as
 ``impact_statement``, the expiry and owner in ``status_notes`` (``expires=YYYY-MM-DD``, read back by
-:func:`parse`, so an exported exception still lapses). Products: every package purl the last gate's
-Trivy reports (``dist/scan/<platform>.json``) name for a finding the exception covers (as Trivy
-matches them in a local-layout scan), the exception's own ``purl`` when it has one, and the released
-image by digest (``pkg:oci/<name>@sha256:…``) with those packages as subcomponents.
+:func:`parse`, so an exported exception still lapses here; an exception that has lapsed is not
+exported, as other tools ignore the note). Products: every package purl the last gate's or rescan's
+Trivy reports name for a finding the exception covers, without its version (an exception names a
+package, not a version; the qualifiers stay, as Trivy matches them), the exception's own ``purl``
+when it has one, and the released image by digest (``pkg:oci/<name>@sha256:…``) with those packages
+as subcomponents.
 
 **Input** (``scan.vex``, :func:`parse` + :func:`decide`), as Trivy 0.59 (go-vex 0.2.5) decides: a
 statement is about a finding when its vulnerability (``name``, ``@id`` or an alias, exactly) is the
@@ -45,11 +47,29 @@ JUSTIFICATIONS = ("component_not_present", "vulnerable_code_not_present", "vulne
 
 
 @dataclass(frozen=True)
+class Product:
+    """One product of a statement: its purl (``@id`` or ``identifiers.purl``) and its subcomponents' purls."""
+
+    id: str
+    subcomponents: tuple[str, ...] = ()
+
+    @property
+    def image_digest(self) -> str | None:
+        return _digest_of_image(self.id)
+
+
+def _purl_matches(constraint: str, target: purl.Purl) -> bool:
+    try:
+        return purl.parse(constraint).matches(target)
+    except purl.PurlError:
+        return False
+
+
+@dataclass(frozen=True)
 class Statement:
     vulnerability: str
     aliases: tuple[str, ...]
-    packages: tuple[str, ...]          # package purls (products and subcomponents)
-    images: tuple[str, ...]            # image digests of image products without subcomponents
+    products: tuple[Product, ...]
     status: str
     justification: str
     impact: str
@@ -61,22 +81,26 @@ class Statement:
         return self.status in SUPPRESSING and (self.expires is None or day < self.expires)
 
     def matches(self, f: Finding, digests: Iterable[str] = ()) -> bool:
+        """Is this statement about ``f`` in the image ``digests``? A package product matches the finding's
+        package itself (its subcomponents do not widen it); an image product only this image, by digest, and
+        then only the packages it lists as subcomponents (all of them when it lists none)."""
         if f.kind != "vulnerability" or f.id not in (self.vulnerability, *self.aliases):
             return False
-        if set(self.images) & set(digests):
-            return True
-        if not f.purl:
-            return False
-        try:
-            target = purl.parse(f.purl)
-        except purl.PurlError:
-            return False
-        for p in self.packages:
+        target = None
+        if f.purl:
             try:
-                if purl.parse(p).matches(target):
-                    return True
+                target = purl.parse(f.purl)
             except purl.PurlError:
-                continue
+                target = None
+        ours = set(digests)
+        for product in self.products:
+            digest = product.image_digest
+            if digest is not None:
+                if digest in ours and (not product.subcomponents or (
+                        target is not None and any(_purl_matches(s, target) for s in product.subcomponents))):
+                    return True
+            elif target is not None and _purl_matches(product.id, target):
+                return True
         return False
 
     @property
@@ -112,7 +136,8 @@ def decide(document: Sequence[Statement], f: Finding, digests: Iterable[str], da
     about = [st for st in reversed(document) if st.matches(f, digests)]
     if not about:
         return None
-    about.sort(key=lambda st: st.timestamp)      # stable: equal timestamps keep the reversed document order
+    # go-vex sorts by vulnerability name, then timestamp (stable: ties keep the reversed document order)
+    about.sort(key=lambda st: (st.vulnerability, st.timestamp))
     chosen = about[-1]
     return chosen if chosen.applies(day) else None
 
@@ -138,6 +163,9 @@ def parse(text: str, source: str) -> tuple[Statement, ...]:
     statements = data.get("statements")
     if not isinstance(statements, list):
         raise ConfigError(f"{source}: statements: must be a list")
+    if data.get("timestamp") not in (None, "") and _time(data.get("timestamp")) is None:
+        raise ConfigError(f"{source}: timestamp: '{data.get('timestamp')}' is not an RFC 3339 time (Trivy refuses"
+                          " the document)")
     default_time = _time(data.get("timestamp")) or datetime.min.replace(tzinfo=timezone.utc)
     out: list[Statement] = []
     for i, st in enumerate(statements):
@@ -156,27 +184,43 @@ def parse(text: str, source: str) -> tuple[Statement, ...]:
         products = st.get("products") or []
         if not isinstance(products, list):
             raise ConfigError(f"{where}.products: must be a list")
-        packages: list[str] = []
-        images: list[str] = []
+        parsed: list[Product] = []
         for j, product in enumerate(products):
-            pid = product.get("@id") if isinstance(product, dict) else product
+            if isinstance(product, str):
+                product = {"@id": product}
+            if not isinstance(product, dict):
+                raise ConfigError(f"{where}.products[{j}]: must be an object")
+            ids = product.get("identifiers") if isinstance(product.get("identifiers"), dict) else {}
+            pid = product.get("@id") or ids.get("purl")
             if not isinstance(pid, str) or not pid:
-                raise ConfigError(f"{where}.products[{j}].@id: required")
-            subs = [s.get("@id") for s in (product.get("subcomponents") or []) if isinstance(s, dict)] \
-                if isinstance(product, dict) else []
-            digest = _digest_of_image(pid)
-            if digest and not subs:
-                images.append(digest)
-            elif not digest:
-                packages.append(pid)
-            packages += [s for s in subs if isinstance(s, str)]
-        out.append(Statement(name, aliases, tuple(packages), tuple(images), status, str(st.get("justification") or ""),
+                raise ConfigError(f"{where}.products[{j}]: needs an @id or identifiers.purl")
+            subs = []
+            for k, sub in enumerate(product.get("subcomponents") or []):
+                sid = (sub.get("@id") or (sub.get("identifiers") or {}).get("purl")) if isinstance(sub, dict) else sub
+                if not isinstance(sid, str) or not sid:
+                    raise ConfigError(f"{where}.products[{j}].subcomponents[{k}]: needs an @id or identifiers.purl")
+                subs.append(sid)
+            parsed.append(Product(pid, tuple(subs)))
+        stamp = st.get("timestamp")
+        when = _time(stamp)
+        if stamp not in (None, "") and when is None:
+            raise ConfigError(f"{where}.timestamp: '{stamp}' is not an RFC 3339 time (Trivy refuses the document)")
+        out.append(Statement(name, aliases, tuple(parsed), status, str(st.get("justification") or ""),
                              str(st.get("impact_statement") or ""), _expiry(str(st.get("status_notes") or "")),
-                             f"{source}#{i}", _time(st.get("timestamp")) or default_time))
+                             f"{source}#{i}", when or default_time))
     return tuple(out)
 
 
 # --------------------------------------------------------------------------- export
+
+
+def _without_version(text: str) -> str:
+    """``pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64`` → ``pkg:apk/alpine/musl?arch=x86_64``."""
+    head, sep, rest = text.partition("?")
+    head = head.split("#", 1)[0]
+    if "@" in head.split("/", 1)[-1]:
+        head = head[:head.rindex("@")]
+    return head + (sep + rest if sep else "")
 
 
 def image_purl(repository: str, digest: str, registry: str = "") -> str:
@@ -193,7 +237,9 @@ def export(exceptions: Sequence[ScanException], findings: Iterable[Finding], ima
     found = list(findings)
     statements: list[dict[str, Any]] = []
     for ex in exceptions:
-        packages = sorted({f.purl for f in found if f.purl and ex.matches(f)} | ({ex.purl} if ex.purl else set()))
+        # an exception names a package, not a version: its statement covers every version Trivy finds
+        packages = sorted({_without_version(f.purl) for f in found if f.purl and ex.matches(f)}
+                          | ({ex.purl} if ex.purl else set()))
         products: list[dict[str, Any]] = [{"@id": p} for p in packages]
         for image in images:
             if packages:                 # an image product alone would cover every finding of that id in it
@@ -214,4 +260,5 @@ def export(exceptions: Sequence[ScanException], findings: Iterable[Finding], ima
             "statements": statements}
 
 
-__all__ = ["CONTEXT", "JUSTIFICATIONS", "STATUSES", "Statement", "decide", "export", "image_purl", "parse"]
+__all__ = ["CONTEXT", "JUSTIFICATIONS", "STATUSES", "Product", "Statement", "decide", "export", "image_purl",
+           "parse"]

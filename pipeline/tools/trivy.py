@@ -125,7 +125,7 @@ def version(remember: str | None = None) -> str:
     Trivy process at all."""
     binary = proc.which(TRIVY)
     stamp = None
-    if remember and binary:
+    if remember and binary and _plain_binary(binary):
         st = os.stat(binary)
         stamp = f"{os.path.realpath(binary)}\0{st.st_size}\0{st.st_mtime_ns}"
         try:
@@ -139,7 +139,7 @@ def version(remember: str | None = None) -> str:
         found = str(json.loads(r.stdout).get("Version") or "unknown")
     except ValueError:
         found = r.stdout.strip().splitlines()[0] if r.stdout.strip() else "unknown"
-    if stamp is not None:
+    if stamp is not None and found != "unknown":
         try:
             Path(remember).mkdir(parents=True, exist_ok=True)
             tmp = Path(remember) / f".trivy-version.{os.getpid()}.tmp"
@@ -148,6 +148,19 @@ def version(remember: str | None = None) -> str:
         except OSError:
             pass
     return found
+
+
+def _plain_binary(path: str) -> bool:
+    """A real trivy executable, not a shim (asdf, mise, aqua: a script or a link to a launcher whose size and
+    mtime stay the same when the version it picks changes): only then is its version remembered."""
+    real = os.path.realpath(path)
+    if os.path.basename(real) != TRIVY:
+        return False
+    try:
+        with open(real, "rb") as fh:
+            return fh.read(2) != b"#!"
+    except OSError:
+        return False
 
 
 class JavaDBNeeded(ToolError):

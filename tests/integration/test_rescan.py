@@ -66,6 +66,10 @@ def test_a_released_image_fails_rescan_when_the_db_learns_a_cve_and_exceptions_o
     released = _run(["release", "--config", str(cfg), "--format", "json"], tmp_path)
     assert released.returncode == 0, released.stderr[-4000:]
     digest = json.loads(released.stdout)["digest"]
+    # the same DB as the gate: the gate's scans are reused, not one Trivy process; everything passes
+    same = _run(["rescan", "--config", str(cfg), "--format", "json"], tmp_path)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert json.loads(same.stdout)["trivy_runs"] == 0 and len(json.loads(same.stdout)["images"]) == 4
 
     # DB v2 knows a HIGH CVE for the released musl; a rescan (its own Trivy cache: the new DB) fails naming it
     with Registry(ecr.host, insecure=True) as client:

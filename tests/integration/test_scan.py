@@ -399,7 +399,7 @@ def test_exceptions_exported_as_openvex_pass_the_gate_and_trivy_applies_them(
     doc = json.loads(exported.read_text())
     (statement,) = doc["statements"]
     purls = {p["@id"] for p in statement["products"]}
-    assert any(p.startswith("pkg:apk/alpine/musl@1.2.4-r2") for p in purls), purls
+    assert any(p.startswith("pkg:apk/alpine/musl?arch=") for p in purls), purls     # every version of musl
     assert any(p.startswith("pkg:oci/scan-vex@sha256%3A") for p in purls), purls
     assert "expires=2099-01-01" in statement["status_notes"]
 

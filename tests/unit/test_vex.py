@@ -12,6 +12,7 @@ from pipeline.scan import vex
 from pipeline.scan.policy import Finding, Policy, ScanException, evaluate
 
 MUSL = "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64&distro=3.19.1"
+MUSL_ANY = "pkg:apk/alpine/musl?arch=x86_64&distro=3.19.1"
 DIGEST = "sha256:" + "d" * 64
 
 
@@ -31,10 +32,10 @@ def test_export_names_the_packages_trivy_found_the_image_and_the_expiry():
     (st,) = doc["statements"]
     assert st["vulnerability"] == {"name": "CVE-2099-0001"} and st["status"] == "not_affected"
     assert st["impact_statement"] == EXC.reason
-    assert {"@id": MUSL} in st["products"]
+    assert {"@id": MUSL_ANY} in st["products"]              # the package, every version of it
     image = next(p for p in st["products"] if p["@id"].startswith("pkg:oci/"))
     assert image["@id"] == "pkg:oci/app@sha256%3A" + "d" * 64 + "?repository_url=ghcr.io/team/app"
-    assert image["subcomponents"] == [{"@id": MUSL}]
+    assert image["subcomponents"] == [{"@id": MUSL_ANY}]
     assert "expires=2099-01-01" in st["status_notes"] and "owner=qa" in st["status_notes"]
     # the same exceptions give the same document id (stable diffs when committed)
     assert vex.export([EXC], [finding()], [], NOW)["@id"] == vex.export([EXC], [finding()], [], NOW)["@id"]
@@ -100,5 +101,33 @@ def test_conflicting_statements_are_decided_as_trivy_decides():
     assert evaluate([finding()], Policy(vex=(doc(ok, bad),)), NOW).passed         # equal times: the first wins
     assert not evaluate([finding()], Policy(vex=(doc(bad, ok),)), NOW).passed
     newer = {**ok, "timestamp": "2026-06-01T00:00:00Z"}
-    assert evaluate([finding()], Policy(vex=(doc(newer, bad),)), NOW).passed      # the newest wins
+    assert evaluate([finding()], Policy(vex=(doc(bad, newer),)), NOW).passed      # the newest wins
     assert evaluate([finding()], Policy(vex=(doc(bad), doc(ok))), NOW).passed     # any document may suppress
+
+
+def test_a_vendor_statement_about_another_image_does_not_cover_ours():
+    doc = {"@context": vex.CONTEXT, "statements": [
+        {"vulnerability": {"name": "CVE-2099-0001"}, "status": "not_affected",
+         "products": [{"@id": f"pkg:oci/nginx@{DIGEST}", "subcomponents": [{"@id": "pkg:apk/alpine/musl"}]}]}]}
+    policy = Policy(vex=(vex.parse(json.dumps(doc), "vendor.vex.json"),))
+    assert not evaluate([finding()], policy, NOW, ("sha256:" + "e" * 64,)).passed    # not our image
+    assert evaluate([finding()], policy, NOW, (DIGEST,)).passed                     # that image, that package
+    other = finding(purl="pkg:apk/alpine/openssl@3.1.4-r0?arch=x86_64")
+    assert not evaluate([other], policy, NOW, (DIGEST,)).passed                     # not a listed package
+
+
+def test_newest_by_vulnerability_name_then_time_as_go_vex_sorts():
+    doc = {"@context": vex.CONTEXT, "timestamp": "2026-01-01T00:00:00Z", "statements": [
+        {"vulnerability": {"name": "GHSA-xxxx", "aliases": ["CVE-2099-0001"]}, "status": "affected",
+         "timestamp": "2026-01-01T00:00:00Z", "products": [{"@id": MUSL}]},
+        {"vulnerability": {"name": "CVE-2099-0001"}, "status": "not_affected", "timestamp": "2026-06-01T00:00:00Z",
+         "products": [{"identifiers": {"purl": MUSL}}]}]}
+    # sorted by name first: GHSA-… sorts after CVE-…, so Trivy takes the older "affected" one
+    assert not evaluate([finding()], Policy(vex=(vex.parse(json.dumps(doc), "d.json"),)), NOW).passed
+
+
+def test_a_bad_timestamp_is_refused_as_trivy_refuses_it():
+    doc = {"@context": vex.CONTEXT, "statements": [
+        {"vulnerability": {"name": "CVE-1"}, "status": "fixed", "timestamp": "yesterday", "products": [MUSL]}]}
+    with pytest.raises(ConfigError, match=r"statements\[0\]\.timestamp: 'yesterday' is not an RFC 3339 time"):
+        vex.parse(json.dumps(doc), "d.json")
