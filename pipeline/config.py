@@ -391,9 +391,23 @@ class ScanConfig(Section):
         return self
 
 
+CRON_FIELD = re.compile(r"^(\*|[0-9]+)([-/,][0-9*]+)*$")
+
+
 class RescanConfig(Section):
     keep: int = Field(default=20, ge=1, le=10000, description="the newest released images per repository that"
                       " pipeline rescan judges again")
+    schedule: str = Field(default="17 5 * * *", description="when the generated CI files run the rescan"
+                          " (cron: minute hour day month weekday, UTC)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"'{v}' is not a cron schedule of five fields (minute hour day month weekday),"
+                             " e.g. \"17 5 * * *\"")
+        return v
 
 
 class SignConfig(Section):

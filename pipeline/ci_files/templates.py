@@ -140,6 +140,11 @@ def _github_setup(cfg: Config, *, aws: bool, emulate: bool = False) -> list[dict
     return steps
 
 
+#: the release jobs run on pushes and by hand, never for a pull request or the scheduled rescan
+RELEASE_IF = "github.event_name != 'pull_request' && github.event_name != 'schedule'"
+SCHEDULE_RULE = {"if": "$CI_PIPELINE_SOURCE == \"schedule\""}
+
+
 def github(cfg: Config, config_path: str) -> str:
     branch = default_branch(cfg)
     secrets = secret_vars(cfg)
@@ -167,7 +172,7 @@ def github(cfg: Config, config_path: str) -> str:
         jobs["build"] = {
             Comment("split mode: each platform builds natively on its own runner ([ci].runners) and pushes its"
                     " candidate to staging"): None,
-            "if": "github.event_name != 'pull_request'",
+            "if": RELEASE_IF,
             "strategy": {"fail-fast": True, "matrix": {"include": include}},
             "runs-on": "${{ matrix.runner }}",
             "permissions": release_permissions,
@@ -192,7 +197,7 @@ def github(cfg: Config, config_path: str) -> str:
             {"id": "release", "name": "Release", "run": "nox -s release"}, upload]
         release = {}
     release.update({
-        "if": "github.event_name != 'pull_request'",
+        "if": RELEASE_IF,
         "runs-on": "ubuntu-latest",
         **({Comment("id-token: OIDC for keyless signing and cloud roles (a token is minted only when a step"
                     " asks)"): None} if needs_oidc(cfg) else {}),
@@ -206,6 +211,19 @@ def github(cfg: Config, config_path: str) -> str:
             if job is not None:
                 job.pop("env", None)
     jobs["release"] = release
+    rescan_job: dict[Any, Any] = {
+        Comment(f"the released images judged again with today's vulnerability DB ([rescan] schedule,"
+                f" {cfg.rescan.schedule} UTC): the job fails when one of them now fails the gate"): None,
+        "if": "github.event_name == 'schedule'",
+        "runs-on": "ubuntu-latest",
+        "permissions": {"contents": "read", "packages": "read"},
+        **({"env": dict(env)} if env else {}),
+        "steps": _github_setup(cfg, aws=aws) + [
+            {"name": "Rescan released images", "run": "nox -s rescan"},
+            {"if": "always()", "uses": GITHUB_ACTIONS["upload"],
+             "with": {"name": "rescan", "path": f"{dist}/rescan/", "if-no-files-found": "ignore"}}],
+    }
+    jobs["rescan"] = rescan_job
     secret_note = ("Secrets to define (Settings > Secrets and variables > Actions): "
                    + (", ".join(s.env for s in secrets if s.env not in ("GITHUB_ACTOR", "GITHUB_TOKEN")) or "none")
                    + ("; repository variable AWS_ROLE_ARN" if aws else ""))
@@ -213,7 +231,7 @@ def github(cfg: Config, config_path: str) -> str:
         Comment(secret_note): None,
         "name": "release",
         "on": {"pull_request": {}, "push": {"branches": [branch], "tags": list(cfg.ci.release_tags)},
-               "workflow_dispatch": {}},
+               "workflow_dispatch": {}, "schedule": [{"cron": cfg.rescan.schedule}]},
         "permissions": {"contents": "read"},
         "concurrency": {"group": "release-${{ github.ref }}", "cancel-in-progress": False},
         "env": {"PIPELINE_CONFIG": config_path},
@@ -237,7 +255,8 @@ def gitlab(cfg: Config, config_path: str) -> str:
     branch_rule = {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}
     if cfg.ci.default_branch or cfg.tags.default_branch:
         branch_rule = {"if": f"$CI_COMMIT_BRANCH == \"{default_branch(cfg)}\""}
-    release_rules = [{"if": f"$CI_COMMIT_TAG =~ {_glob_regex(t)}"} for t in cfg.ci.release_tags] + [branch_rule]
+    release_rules = [{**SCHEDULE_RULE, "when": "never"}]      # a scheduled pipeline only rescans
+    release_rules += [{"if": f"$CI_COMMIT_TAG =~ {_glob_regex(t)}"} for t in cfg.ci.release_tags] + [branch_rule]
     mr_rule = {"if": "$CI_PIPELINE_SOURCE == \"merge_request_event\""}
     secrets = secret_vars(cfg)
     dist = cfg.report.dir.rstrip("/")
@@ -263,8 +282,8 @@ def gitlab(cfg: Config, config_path: str) -> str:
                 + (", ".join(s.env for s in secrets) or "none")
                 + ("\nECR: AWS credentials for the runner (an IAM role, or AWS_ROLE_ARN with the AWS_ID_TOKEN below)"
                    if ecr_registries(cfg) else "")): None,
-        "workflow": {"rules": [mr_rule, *[{"if": r["if"]} for r in release_rules]]},
-        "stages": ["plan", "build", "release"] if _split(cfg) else ["plan", "release"],
+        "workflow": {"rules": [mr_rule, SCHEDULE_RULE, *[{"if": r["if"]} for r in release_rules[1:]]]},
+        "stages": (["plan", "build", "release"] if _split(cfg) else ["plan", "release"]) + ["rescan"],
         ".nox": base,
         "plan": {"extends": ".nox", "stage": "plan", "rules": [mr_rule], "script": ["nox -s plan"]},
     }
@@ -287,6 +306,14 @@ def gitlab(cfg: Config, config_path: str) -> str:
         doc["release"] = {"extends": ".nox", "stage": "release", "rules": release_rules,
                           **({"id_tokens": oidc} if oidc else {}), "script": ["nox -s release"],
                           "artifacts": artifacts}
+    doc["rescan"] = {
+        Comment(f"the released images judged again with today's vulnerability DB: create a pipeline schedule"
+                f" (Build > Pipeline schedules, e.g. {cfg.rescan.schedule}); the job fails when one of them now"
+                " fails the gate"): None,
+        "extends": ".nox", "stage": "rescan", "rules": [SCHEDULE_RULE], "script": ["nox -s rescan"],
+        "artifacts": {"when": "always", "paths": [f"{dist}/rescan/"],
+                      "reports": {"junit": f"{dist}/rescan/junit.xml"}},
+    }
     return yamltext.dump(doc, header=_header("gitlab", config_path))
 
 
@@ -325,7 +352,8 @@ def jenkins(cfg: Config, config_path: str) -> str:
     branch = default_branch(cfg)
     dist = cfg.report.dir.rstrip("/")
     tag_conditions = "; ".join(f"tag pattern: {_groovy(t)}, comparator: 'GLOB'" for t in cfg.ci.release_tags)
-    release_when = f"anyOf {{ branch {_groovy(branch)}; {tag_conditions} }}"
+    release_when = (f"allOf {{ not {{ triggeredBy 'TimerTrigger' }}; anyOf {{ branch {_groovy(branch)};"
+                    f" {tag_conditions} }} }}")
     install = "sh 'python3 -m venv .nox-bin && .nox-bin/bin/pip install --quiet nox'"
     header = [f"// {ln}" for ln in _header("jenkins", config_path).split("\n")]
     header += ["// Credentials (Manage Jenkins > Credentials), by id: "
@@ -339,6 +367,10 @@ def jenkins(cfg: Config, config_path: str) -> str:
         "    agent any",
         "    options {",
         "        disableConcurrentBuilds()",
+        "    }",
+        "    // the scheduled rescan of the released images ([rescan] schedule); it fails when one now fails",
+        "    triggers {",
+        f"        cron({_groovy(cfg.rescan.schedule)})",
         "    }",
         "    environment {",
         f"        PIPELINE_CONFIG = {_groovy(config_path)}",
@@ -390,6 +422,19 @@ def jenkins(cfg: Config, config_path: str) -> str:
         "                always {",
         f"                    junit allowEmptyResults: true, testResults: {_groovy(dist + '/junit.xml')}",
         f"                    archiveArtifacts allowEmptyArchive: true, artifacts: {_groovy(dist + '/**')}",
+        "                }",
+        "            }",
+        "        }",
+        "        stage('rescan') {",
+        "            when { triggeredBy 'TimerTrigger' }",
+        "            steps {",
+        f"                {install}",
+        *_with_credentials(secrets, [_nox("rescan")], "                "),
+        "            }",
+        "            post {",
+        "                always {",
+        f"                    junit allowEmptyResults: true, testResults: {_groovy(dist + '/rescan/junit.xml')}",
+        f"                    archiveArtifacts allowEmptyArchive: true, artifacts: {_groovy(dist + '/rescan/**')}",
         "                }",
         "            }",
         "        }",

@@ -144,6 +144,16 @@ def test_the_generated_github_workflow_releases(ci_host, registries, offline_bas
     _assert_released(registries, f"ci/github-{mode}", digest)
     steps = [s.command for s in host.log if s.where.startswith("release")]
     assert "nox -s release" in steps[-1]
+    if mode == "auto":
+        # the schedule runs only the rescan, in a fresh checkout (no dist/: the registries' tags say what is
+        # released), and it passes: the released image is as clean under today's DB as at release time
+        nightly = cirunner.GitHub(host, text, event="schedule", ref="refs/heads/main", sha=SHA,
+                                  secrets=_secrets(registries, password))
+        nightly.run()
+        assert [w.split(" ")[0] for w in nightly.ran] == ["rescan"], nightly.ran
+        rescan = [s for s in host.log if s.where.startswith("rescan")]
+        assert rescan and rescan[-1].command.endswith("nox -s rescan") and rescan[-1].code == 0
+        assert f"ci/github-{mode}:1.2.3" in rescan[-1].out, rescan[-1].out[-2000:]
     print(f"\ngithub ({mode}): {' → '.join(gh.ran)}; {len(host.log)} steps so far; released {digest}")
 
 
@@ -168,6 +178,12 @@ def test_the_generated_jenkinsfile_releases(ci_host, registries, offline_base, m
     report = json.loads((jenkins.workspace / "ci" / f"jenkins-{mode}" / "dist" / "release.json").read_text())
     assert report["digest"] == digest
     assert not any(v in (s.out + s.err) for s in host.log for v in secrets.values()), "a secret in a job log"
+    if mode == "auto":
+        nightly = cirunner.Jenkins(host, text, branch="main", tag=None, credentials=credentials, timer=True)
+        nightly.env["GIT_COMMIT"] = SHA
+        nightly.run()
+        assert [w.split(" / ")[-1] for w in dict.fromkeys(nightly.ran)] == ["rescan"], nightly.ran
+        assert any(f"ci/jenkins-{mode}:1.2.3" in s.out for s in host.log if s.where == "rescan")
     print(f"\njenkins ({mode}): {' → '.join(dict.fromkeys(jenkins.ran))}; released {digest}")
 
 

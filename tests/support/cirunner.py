@@ -113,8 +113,13 @@ def _lookup(path: str, ctx: Mapping[str, Any]) -> Any:
 
 
 def evaluate(expr: str, ctx: Mapping[str, Any]) -> Any:
-    """The subset of GitHub's expression language the generated workflows use."""
+    """The subset of GitHub's expression language the generated workflows use (comparisons joined by ``&&``
+    or ``||``, without parentheses)."""
     expr = expr.strip()
+    if "||" in expr:
+        return any(bool(evaluate(part, ctx)) for part in expr.split("||"))
+    if "&&" in expr:
+        return all(bool(evaluate(part, ctx)) for part in expr.split("&&"))
     if expr == "always()":
         return True
     if expr.startswith("hashFiles("):
@@ -366,14 +371,16 @@ def parse_blocks(text: str) -> Block:
 
 class Jenkins:
     """Runs a declarative Jenkinsfile of the shape ``pipeline ci-init jenkins`` writes, for a branch or tag
-    build: ``changeRequest()`` stages are skipped, ``anyOf { branch …; tag … }`` is matched, parallel
-    stages run one after another."""
+    build, or one its cron trigger started (``timer``): ``changeRequest()`` stages are skipped, ``anyOf {
+    branch …; tag … }`` is matched, ``triggeredBy 'TimerTrigger'`` (or its ``not``) decides by ``timer``,
+    parallel stages run one after another."""
 
     def __init__(self, host: Host, text: str, *, branch: str | None, tag: str | None,
-                 credentials: Mapping[str, Any]) -> None:
+                 credentials: Mapping[str, Any], timer: bool = False) -> None:
         self.host = host
         self.tree = parse_blocks(text)
         self.branch, self.tag = branch, tag
+        self.timer = timer              # started by the pipeline's cron trigger (triggeredBy 'TimerTrigger')
         self.credentials = dict(credentials)   # id -> (user, password) or secret text
         self.workspace = host.workspace("jenkins")     # the pipeline's agent; a stage's own agent gets its own
         self.stashes = host.checkout.parent / f"stashes-{host.made}"
@@ -462,6 +469,12 @@ class Jenkins:
     def _when(self, line: str) -> bool:
         if "changeRequest()" in line:
             return False
+        if "not { triggeredBy 'TimerTrigger' }" in line:
+            if self.timer:
+                return False
+            line = line.replace("not { triggeredBy 'TimerTrigger' };", "")
+        elif "triggeredBy 'TimerTrigger'" in line:
+            return self.timer
         branches = re.findall(r"branch '([^']*)'", line)
         tags = re.findall(r"tag pattern: '([^']*)', comparator: 'GLOB'", line)
         if not branches and not tags:

@@ -38,7 +38,7 @@ key = "env://COSIGN_PRIVATE_KEY"
 SPLIT = BASE + ('[build]\nmode = "split"\n[ci]\nrunners = {"linux/arm64" = "arm-runner"}\n'
                 'release_tags = ["v*", "release-*"]\n')
 ECR = BASE + '[[registries]]\nname = "ecr"\nurl = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"\nauth = "ecr"\n'
-NOX_STEP = re.compile(r"^(python3? -m pip install (--quiet )?nox|nox -s (plan|release|build)( -- .*)?)$")
+NOX_STEP = re.compile(r"^(python3? -m pip install (--quiet )?nox|nox -s (plan|release|build|rescan)( -- .*)?)$")
 SECRETS = ["GITHUB_TOKEN", "DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN", "INTERNAL_USER", "INTERNAL_PASSWORD",
            "COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD"]
 
@@ -77,12 +77,17 @@ def test_github_validates_against_the_workflow_schema(tmp_path, text):
 
 def test_github_single_plan_on_prs_release_on_tags_and_default_branch(tmp_path):
     wf = load_github(citemplates.render("github", cfg_of(tmp_path, BASE), "config/pipeline.toml"))
-    assert set(wf["on"]) == {"pull_request", "push", "workflow_dispatch"}
+    assert set(wf["on"]) == {"pull_request", "push", "workflow_dispatch", "schedule"}
     assert wf["on"]["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert wf["on"]["schedule"] == [{"cron": "17 5 * * *"}]
     assert wf["permissions"] == {"contents": "read"}
     plan, release = wf["jobs"]["plan"], wf["jobs"]["release"]
     assert plan["if"] == "github.event_name == 'pull_request'" and run_steps(plan)[-1] == "nox -s plan"
-    assert release["if"] == "github.event_name != 'pull_request'" and "nox -s release" in run_steps(release)
+    assert release["if"] == "github.event_name != 'pull_request' && github.event_name != 'schedule'"
+    assert "nox -s release" in run_steps(release)
+    rescan = wf["jobs"]["rescan"]                  # the scheduled run rescans, and only that
+    assert rescan["if"] == "github.event_name == 'schedule'" and run_steps(rescan)[-1] == "nox -s rescan"
+    assert rescan["permissions"] == {"contents": "read", "packages": "read"}
     assert release["permissions"] == {"contents": "read", "packages": "write"}   # a key signs: no OIDC token
     assert set(release["outputs"]) == {"digest", "version", "tags", "refs"}
     assert wf["env"]["PIPELINE_CONFIG"] == "config/pipeline.toml"
@@ -181,7 +186,9 @@ def test_gitlab_jobs(tmp_path):
 
 def test_gitlab_split_parallel_matrix_and_merge(tmp_path):
     doc = yaml.safe_load(citemplates.render("gitlab", cfg_of(tmp_path, SPLIT), "config/pipeline.toml"))
-    assert doc["stages"] == ["plan", "build", "release"]
+    assert doc["stages"] == ["plan", "build", "release", "rescan"]
+    assert doc["rescan"]["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
+    assert doc["release"]["rules"][0] == {"if": '$CI_PIPELINE_SOURCE == "schedule"', "when": "never"}
     build = doc["build"]
     assert build["parallel"]["matrix"] == [{"PLATFORM": "linux/amd64", "RUNNER": "saas-linux-small-amd64"},
                                            {"PLATFORM": "linux/arm64", "RUNNER": "arm-runner"}]
@@ -203,7 +210,10 @@ def test_jenkinsfile_stages_credentials_and_junit(tmp_path):
     text = citemplates.render("jenkins", cfg_of(tmp_path, BASE), "config/pipeline.toml")
     assert text.count("{") == text.count("}")
     assert "stage('plan') {\n            when { changeRequest() }" in text
-    assert "when { anyOf { branch 'main'; tag pattern: 'v*', comparator: 'GLOB' } }" in text
+    assert ("when { allOf { not { triggeredBy 'TimerTrigger' }; anyOf { branch 'main'; tag pattern: 'v*',"
+            " comparator: 'GLOB' } } }") in text
+    assert "triggers {\n        cron('17 5 * * *')\n    }" in text
+    assert "stage('rescan') {\n            when { triggeredBy 'TimerTrigger' }" in text
     assert "usernamePassword(credentialsId: 'hub', usernameVariable: 'DOCKERHUB_USERNAME'," \
            " passwordVariable: 'DOCKERHUB_TOKEN')" in text
     assert "string(credentialsId: 'cosign-password', variable: 'COSIGN_PASSWORD')" in text
