@@ -67,7 +67,9 @@ class Rescanned:
 
     @property
     def image(self) -> str:
-        return f"{self.registry}/{self.repository}:{self.tags[0] if self.tags else '(untagged)'}"
+        """``registry/repository:tag`` with its most specific tag (``1.2.3`` rather than ``1.2`` or ``latest``)."""
+        tag = max(self.tags, key=lambda t: (t.count("."), len(t), t)) if self.tags else "(untagged)"
+        return f"{self.registry}/{self.repository}:{tag}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"registry": self.registry, "repository": self.repository, "tags": list(self.tags),
