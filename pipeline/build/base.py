@@ -45,13 +45,13 @@ class BaseImage:
 
 def probe(image: str, env: Mapping[str, str]) -> tuple[bool, str]:
     """(definitely unreachable?, why). Anything that answers is reachable, whatever it answers."""
-    from pipeline.tools.registry import Registry, RegistryError, credentials_from_docker_config
+    from pipeline.tools.registry import Registry, RegistryError, credentials_from_docker_config, loopback_host
 
     try:
         ref = parse(image)
     except RefError as exc:
         raise ConfigError(f"BASE_IMAGE: {exc}") from None
-    insecure = ref.registry.split(":")[0] in ("localhost", "127.0.0.1")
+    insecure = loopback_host(ref.registry)
     try:
         creds = credentials_from_docker_config(ref.registry, env)
         with Registry(ref.registry, policy=PROBE_POLICY, timeout=10.0, insecure=insecure, credentials=creds) as reg:

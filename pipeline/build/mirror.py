@@ -253,7 +253,7 @@ class _Sync:
         return swapped() if self.lenient and not self._asked.get(want.ref.registry) else contextlib.nullcontext()
 
     def upstream(self, ref: Ref) -> Registry:
-        from pipeline.tools.registry import DOCKER_HUB_HOSTS, Registry, credentials_from_docker_config
+        from pipeline.tools.registry import DOCKER_HUB_HOSTS, Registry, credentials_from_docker_config, loopback_host
 
         host = ref.registry
         for reg in self.cfg.registries:            # a configured registry of that host: its credentials
@@ -261,9 +261,8 @@ class _Sync:
             if same:
                 return self.access.client(reg)
         if host not in self._upstreams:
-            insecure = host.split(":")[0] in ("localhost", "127.0.0.1") or host.startswith("[::1]")
             creds = credentials_from_docker_config(host, self.ctx.env)
-            self._upstreams[host] = Registry(host, name=host, insecure=insecure, credentials=creds,
+            self._upstreams[host] = Registry(host, name=host, insecure=loopback_host(host), credentials=creds,
                                              policy=self.access.policy)
         return self._upstreams[host]
 

@@ -65,6 +65,8 @@ class ReleaseFacts:
     pushed: dict[tuple[str, str, str], datetime] = field(default_factory=dict)  # (registry, repo, digest)
     scanned: dict[str, str] = field(default_factory=dict)                         # digest -> pass | fail
     signed: set[tuple[str, str]] = field(default_factory=set)                     # (registry, digest)
+    #: (image digest, platform) -> the finding ids the release-time gate saw there (blocking or suppressed)
+    seen: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
     def add(self, data: Mapping[str, Any], source: str = "") -> None:
@@ -94,6 +96,11 @@ class ReleaseFacts:
             if isinstance(scan, Mapping) and scan_counts(scan):
                 for d in (scan["digest"], *platforms):
                     self.scanned[d] = str(scan["verdict"])
+                for platform, result in (scan.get("platforms") or {}).items():
+                    if isinstance(result, Mapping):
+                        found = [*(result.get("blocking") or []), *(result.get("suppressed") or [])]
+                        self.seen[(str(scan["digest"]), platform)] = {
+                            str(b.get("id")) for b in found if isinstance(b, Mapping)}
         sign = outputs.get("sign")
         if isinstance(sign, Mapping):
             for item in sign.get("items") or []:

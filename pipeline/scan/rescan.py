@@ -18,7 +18,6 @@ not be had, else 0. Reports (SARIF, markdown, JUnit, GitLab, verdict JSON) go to
 
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pipeline.tools import trivy
 
 if TYPE_CHECKING:
     from pipeline.access.registries import Access
+    from pipeline.hygiene.walker import ReleaseFacts
     from pipeline.scan.reports import PlatformResult
 
 RESCAN_DIR = Path(".pipeline/rescan")
@@ -117,34 +117,13 @@ class RescanResult:
 # --------------------------------------------------------------------------- which images
 
 
-def _release_history(cfg: Config) -> dict[tuple[str, str], set[str]]:
-    """(image digest, platform) → the ids the release-time gate saw (blocking or suppressed: a finding an
-    exception covered then is not new when that exception has lapsed), from the release manifests."""
-    out: dict[tuple[str, str], set[str]] = {}
-    for pattern in cfg.lifecycle.release_manifests:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                data = json.loads(Path(path).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            outputs = data.get("outputs") or {} if isinstance(data, dict) else {}
-            scan = outputs.get("scan") or outputs.get("scan_gate")
-            if not isinstance(scan, Mapping) or scan.get("vulnerabilities_scanned") is False:
-                continue
-            for platform, result in (scan.get("platforms") or {}).items():
-                if isinstance(result, Mapping):
-                    seen = [*(result.get("blocking") or []), *(result.get("suppressed") or [])]
-                    out[(str(scan.get("digest")), platform)] = {str(b.get("id")) for b in seen if isinstance(b, Mapping)}
-    return out
-
-
-def targets(cfg: Config, access: Access, only: list[str], now: datetime) -> tuple[list[Target], dict[str, str]]:
+def targets(cfg: Config, access: Access, only: list[str], now: datetime,
+            facts: ReleaseFacts) -> tuple[list[Target], dict[str, str]]:
     """The released images to rescan, newest ``rescan.keep`` per repository; (targets, unreadable registries:
     a registry that cannot be read, or whose repository holds no released image)."""
     from pipeline.access.registries import select
-    from pipeline.hygiene.walker import Walker, load_release_facts
+    from pipeline.hygiene.walker import Walker
 
-    facts = load_release_facts(cfg.lifecycle.release_manifests)
     found: list[Target] = []
     unreadable: dict[str, str] = {}
     for reg in select(cfg, only or None):
@@ -201,8 +180,10 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
         logger.error("rescan.no_db", error=str(exc)[:300])
         return result
     result.db = db.to_dict()
-    found, result.unreadable = targets(cfg, access, only, now)
-    history = _release_history(cfg)
+    from pipeline.hygiene.walker import load_release_facts
+
+    facts = load_release_facts(cfg.lifecycle.release_manifests)   # push times and release-time verdicts
+    found, result.unreadable = targets(cfg, access, only, now, facts)
     cache = ScanCache(Path(db.cache_dir) / "pipeline-scans")
     version = trivy.version(str(cache.root))
     scanners = tuple(trivy.SCANNERS)
@@ -229,7 +210,7 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
             raw_dir.mkdir(parents=True, exist_ok=True)
             (raw_dir / f"{manifest.split(':', 1)[1][:32]}.json").write_bytes(data)
             verdict = evaluate(report, policy, now, (t.digest, manifest))
-            then = history.get((t.digest, platform))
+            then = facts.seen.get((t.digest, platform))
             blocking = [f.item() for f in verdict.blocking]
             new = sorted({b["id"] for b in blocking} - then) if then is not None else []
             item = Rescanned(t.registry.name, t.repository, t.tags, t.digest, platform, manifest,
@@ -252,10 +233,11 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
 def _scan(cfg: Config, env: Mapping[str, str], access: Access, t: Target, manifest: str, cache_dir: str,
           scanners: tuple[str, ...]) -> bytes:
     """Fetch one platform manifest's image into a local layout with our client and scan it there."""
+    import shutil
+
+    from pipeline.scan.scan import scan_layout
     from pipeline.tools import transfer
     from pipeline.tools.oci import Layout
-
-    import shutil
 
     dest = RESCAN_DIR / manifest.split(":", 1)[1][:32]
     layout = Layout(dest) if Layout(dest).exists() else Layout.create(dest)
@@ -265,13 +247,7 @@ def _scan(cfg: Config, env: Mapping[str, str], access: Access, t: Target, manife
             transfer.pull(access.client(t.registry), t.repository, manifest, layout,
                           concurrency=cfg.copy_.concurrency)
         layout.set_root(layout.descriptor(manifest))
-        try:
-            return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds,
-                              scanners=scanners, what=what)
-        except trivy.JavaDBNeeded:
-            scandb.prepare_java(cfg, env, access)
-            return trivy.scan(dest, cache_dir=cache_dir, timeout_seconds=cfg.scan.timeout_seconds,
-                              scanners=scanners, what=what)
+        return scan_layout(cfg, env, access, dest, cache_dir, scanners, what)
     finally:
         shutil.rmtree(dest, ignore_errors=True)     # the result is cached; the image bytes need not stay
 

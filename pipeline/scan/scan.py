@@ -30,7 +30,10 @@ from pipeline.tools import trivy
 from pipeline.tools.oci import Layout
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pipeline.access.registries import Access
+    from pipeline.config import Config
     from pipeline.scan.policy import Policy
     from pipeline.scan.reports import PlatformResult
 
@@ -73,6 +76,19 @@ def policy_for(ctx: Context) -> Policy:
 def today() -> datetime:
     """Exceptions expire by the wall clock (never SOURCE_DATE_EPOCH, which is the build's time)."""
     return datetime.now(timezone.utc)
+
+
+def scan_layout(cfg: Config, env: Mapping[str, str], access: Access, layout: Path, cache_dir: str,
+                scanners: tuple[str, ...], image: str) -> bytes:
+    """Trivy on one platform's local layout; the Java DB is fetched (our client) and the scan run again when
+    the image needs it. The gate and the rescan both scan through here."""
+    timeout = cfg.scan.timeout_seconds
+    try:
+        return trivy.scan(layout, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
+    except trivy.JavaDBNeeded:
+        log.get(stage="scan").info("java_db.needed", image=image)
+        scandb.prepare_java(cfg, env, access)
+        return trivy.scan(layout, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
 
 
 class Scan:
@@ -181,14 +197,7 @@ class Scan:
 
     def _scan(self, ctx: Context, access: Access, view: Path, cache_dir: str, scanners: tuple[str, ...],
               image: str) -> bytes:
-        """One platform; the Java DB is fetched (our client) and the scan run again when the image needs it."""
-        timeout = ctx.config.scan.timeout_seconds
-        try:
-            return trivy.scan(view, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
-        except trivy.JavaDBNeeded:
-            log.get(stage=self.name).info("java_db.needed", image=image)
-            scandb.prepare_java(ctx.config, ctx.env, access)
-            return trivy.scan(view, cache_dir=cache_dir, timeout_seconds=timeout, scanners=scanners, what=image)
+        return scan_layout(ctx.config, ctx.env, access, view, cache_dir, scanners, image)
 
     def _show(self, ctx: Context, results: list[PlatformResult]) -> None:
         from pipeline.scan.reports import markdown, table

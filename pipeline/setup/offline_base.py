@@ -341,7 +341,7 @@ def ensure_offline_base(registry_host: str, repository: str = DEFAULT_REPOSITORY
     base = offline_base(platforms, root=root)
     host, _, namespace = registry_host.strip("/").partition("/")
     repo = f"{namespace}/{repository}" if namespace else repository
-    insecure = host.split(":")[0] in ("127.0.0.1", "localhost") or host.startswith("[::1]")
+    insecure = oci.loopback_host(host)
     creds = oci.credentials_from_docker_config(host, os.environ)
     layout = Layout(base.layout)
     body, media = layout.manifest(base.digest)

@@ -319,6 +319,12 @@ def rate_limit_of(response: httpx.Response) -> RateLimit | None:
     return RateLimit(limit, left, window or limit_window)
 
 
+def loopback_host(host: str) -> bool:
+    """``localhost``, ``127.0.0.1`` or ``[::1]`` (any port): a registry docker treats as insecure, so plain
+    HTTP is tried after HTTPS."""
+    return host.split(":")[0] in ("localhost", "127.0.0.1") or host.startswith("[::1]")
+
+
 def _next_link(response: httpx.Response) -> str | None:
     m = _LINK_NEXT.search(response.headers.get("Link", ""))
     return m.group(1) if m else None
