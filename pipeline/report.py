@@ -35,6 +35,7 @@ def release_manifest(ctx: Any, results: list[StageResult]) -> dict[str, Any]:
         if tag:
             entry["tags_written"] = tag.written.get(reg.name, [])
             entry["tags_present"] = tag.present.get(reg.name, [])
+            entry["tags_held_by_newer"] = dict(tag.yielded.get(reg.name, {}))   # shared tag -> newer release
         registries.append(entry)
     failed = [r for r in results if r.status == "failed"]
     return {

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pipeline.context import Context
 from pipeline.errors import ConfigError
+from pipeline.metadata.claims import Claims
 from pipeline.metadata.rules import TagResult, TagRuleError, compute, parse_flavor, parse_rules
 
 
@@ -68,3 +69,10 @@ class Tags:
 
     def run(self, ctx: Context) -> TagsOutput:
         return compute_tags(ctx)
+
+
+def claims_of(ctx: Context) -> Claims:
+    """This release's tags, with the rules to ask which of them a newer release claims."""
+    cfg = ctx.config
+    return Claims(parse_rules(cfg.tags.rules), parse_flavor(cfg.tags.flavor), ctx.ci, ctx.tag_options(),
+                  compute_tags(ctx).result)

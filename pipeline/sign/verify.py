@@ -4,7 +4,8 @@ or keyless identity, and each platform's CycloneDX SBOM attestation.
 
 Checked over the registry API and with cosign (not assumed from what the tag or sign stages
 did); :mod:`pipeline.sign.verification` is the engine, shared with ``pipeline verify REF``.
-A failure names the registry, the reference and the reason, and exits 1.
+A failure names the registry, the reference and the reason, and exits 1. A shared tag that a newer
+release holds by right (see :mod:`pipeline.metadata.claims`) is checked against that release instead.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import ClassVar
 from pipeline import log
 from pipeline.context import Context
 from pipeline.errors import PolicyError
-from pipeline.sign.verification import Target, verify
+from pipeline.sign.verification import Check, Target, verify
 from pipeline.stage import no_tags_reason
+from pipeline.stages.tag import Tagger
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,33 @@ class Verify:
         digest = build.digest
         tags = ctx.outputs["tags"].result.tags
         cfg = ctx.config
+        regs = cfg.release_registries
+        held: list[Check] = []
+        with ctx.registry_access() as access:
+            # a release of an older version may have put a shared tag back after our tag stage: settle
+            # once more, then a shared tag is checked against whoever holds it by right
+            yielded = Tagger(ctx, access, log.get(stage=self.name)).settle(
+                regs, {r.name: [] for r in regs}, {r.name: [] for r in regs}, rounds=1)
+            for reg in regs:
+                client, repo = access.client(reg), reg.repository(cfg.image.name)
+                for tag, holder in sorted(yielded[reg.name].items()):
+                    at, theirs = client.manifest_head(repo, tag), client.manifest_head(repo, holder)
+                    ok = at is not None and theirs is not None and at.digest == theirs.digest
+                    held.append(Check(reg.name, f"{reg.host}/{repo}:{tag}", "tag", ok,
+                                      f"held by the newer release {holder} → {at.digest}" if ok else
+                                      f"should follow the newer release {holder}, points at "
+                                      f"{at.digest if at else 'nothing'}"))
         targets = [Target(reg, reg.repository(cfg.image.name), tag)
-                   for reg in cfg.release_registries for tag in tags]
+                   for reg in regs for tag in tags if tag not in yielded[reg.name]]
         report = verify(cfg, ctx.env, targets, expected=digest, platforms=build.platforms)
+        report.checks[:0] = held
         if not report.ok:
             raise PolicyError(report.failure_message())
-        checked: dict[str, list[str]] = {reg.name: [] for reg in cfg.release_registries}
+        checked: dict[str, list[str]] = {reg.name: [] for reg in regs}
         signed: dict[str, list[str]] = {}
         for c in report.checks:
+            if c in held:
+                continue
             if c.check == "tag":
                 checked[c.registry].append(c.ref.rsplit(":", 1)[-1])
             else:

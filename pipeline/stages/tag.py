@@ -2,22 +2,28 @@
 
 It refuses to run unless every enabled earlier gate (build, scan, staging, copy, sign)
 produced its output in this run: a release tag never lands on an unchecked
-image. Tags already on the digest are skipped (idempotent re-run).
+image. Tags already on the digest are skipped (idempotent re-run). A tag that a newer release
+shares (``latest``, ``6``, ``6.1`` when 6.2.0 or 6.1.1 is out) stays with that release, also when
+both run at once: :mod:`pipeline.metadata.claims` says who claims what, :class:`Tagger` settles it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from pipeline import log
+from pipeline.access.registries import Access
 from pipeline.build.build import BuildOutput
+from pipeline.config import RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import InfraError, PolicyError
-from pipeline.metadata.tags import TagsOutput
+from pipeline.metadata.tags import TagsOutput, claims_of
 from pipeline.stage import no_tags_reason
 from pipeline.stages.copy import CopyOutput
+from pipeline.tools.registry import Registry
 
 #: (stage, config section whose ``enabled`` can turn it off; None: always on)
 GATES = (("build", "build"), ("scan", "scan"), ("staging", None), ("copy", "copy_"), ("sign", "sign"))
@@ -29,6 +35,7 @@ class TagOutput:
     written: dict[str, list[str]]      # registry -> tags put in this run
     present: dict[str, list[str]]      # registry -> tags that already pointed at the digest
     failed: dict[str, str]             # registries left out (best-effort copy failures)
+    yielded: dict[str, dict[str, str]] = field(default_factory=dict)  # registry -> shared tag -> newer holder
 
 
 def unmet_gates(ctx: Context) -> list[str]:
@@ -43,6 +50,89 @@ def unmet_gates(ctx: Context) -> list[str]:
 
 def _enabled(ctx: Context, section: str | None) -> bool:
     return section is None or bool(getattr(ctx.config, section).enabled)
+
+
+class Tagger:
+    """Puts release tags in the registries; a shared tag goes to the newest release that claims it."""
+
+    def __init__(self, ctx: Context, access: Access, logger: Any) -> None:
+        build: BuildOutput = ctx.outputs["build"]
+        self.cfg, self.access, self.logger = ctx.config, access, logger
+        self.digest, self.body, self.media = build.digest, build.index, build.media_type
+        self.claims = claims_of(ctx)
+
+    def _where(self, reg_name: str) -> tuple[RegistryConfig, Registry, str]:
+        reg = self.cfg.registry(reg_name)
+        return reg, self.access.client(reg), reg.repository(self.cfg.image.name)
+
+    def put(self, reg_name: str, tag: str, holder: tuple[str, str] | None = None) -> bool:
+        """Put ``tag`` on our digest, or on ``holder`` (its main tag and digest); False when it was there."""
+        reg, client, repo = self._where(reg_name)
+        digest = holder[1] if holder else self.digest
+        head = client.manifest_head(repo, tag)
+        if head is not None and head.digest == digest:
+            return False
+        body, media = (self.body, self.media) if holder is None else client.manifest_get(repo, digest)[:2]
+        put = client.manifest_put(repo, tag, body, media)
+        if put != digest:
+            raise InfraError(f"registry {reg.name}: {repo}:{tag} points at {put}, not {digest}")
+        ref = f"{reg.url}/{self.cfg.image.name}:{tag}"
+        if holder is None:
+            self.logger.info("tag.written", registry=reg.name, ref=ref, digest=digest)
+        else:
+            self.logger.info("tag.yielded", registry=reg.name, ref=ref, digest=digest, newer_release=holder[0])
+        return True
+
+    def holders(self, reg_name: str) -> dict[str, tuple[str, str]]:
+        """Shared tag -> (main tag, digest) of the newest newer release in ``reg_name`` that claims it."""
+        if not self.claims.active:
+            return {}
+        _, client, repo = self._where(reg_name)
+        claimed = self.claims.holders(client.tags(repo))
+        digests = {}
+        for main in set(claimed.values()):
+            head = client.manifest_head(repo, main)
+            if head is not None:
+                digests[main] = head.digest
+        return {tag: (main, digests[main]) for tag, main in claimed.items() if main in digests}
+
+    def settle(self, targets: Sequence[RegistryConfig], written: dict[str, list[str]],
+               present: dict[str, list[str]], *, rounds: int = 2) -> dict[str, dict[str, str]]:
+        """Put every shared tag where it belongs; returns registry -> tag -> newer release holding it.
+
+        A second round only when the first moved a shared tag to us: a release that read the tag list
+        before a newer one wrote its main tag may have put a shared tag back after that newer release did;
+        the newer main tag is in the list by then (it is written before any shared tag), so one more look
+        settles it."""
+        shared = self.claims.shared
+        yielded: dict[str, dict[str, str]] = {r.name: {} for r in targets}
+        if not shared or not targets:
+            return yielded
+        moved_to_us: dict[str, set[str]] = {r.name: set() for r in targets}
+        with ThreadPoolExecutor(max_workers=self.cfg.copy_.concurrency) as pool:
+            for round_ in range(rounds):
+                holders = dict(zip((r.name for r in targets), pool.map(self.holders, (r.name for r in targets))))
+                jobs = {(name, tag): pool.submit(self.put, name, tag, held.get(tag))
+                        for name, held in holders.items() for tag in shared}
+                moved = False
+                for (name, tag), future in jobs.items():
+                    wrote = future.result()
+                    if tag in holders[name]:
+                        yielded[name][tag] = holders[name][tag][0]
+                        moved_to_us[name].discard(tag)
+                    else:
+                        yielded[name].pop(tag, None)
+                        if wrote:
+                            moved_to_us[name].add(tag)
+                            moved = True
+                if not (moved and self.claims.active):
+                    break
+        for name in yielded:
+            for tag in shared:
+                if tag in yielded[name]:
+                    continue
+                (written if tag in moved_to_us[name] else present)[name].append(tag)
+        return yielded
 
 
 class Tag:
@@ -68,7 +158,6 @@ class Tag:
             raise PolicyError(f"refusing to write release tags: {', '.join(unmet)}; nothing was tagged")
         build: BuildOutput = ctx.outputs["build"]
         copy: CopyOutput | None = ctx.outputs.get("copy")
-        tags: TagsOutput = ctx.outputs["tags"]
         cfg = ctx.config
         failed = dict(copy.failed) if copy else {}
         served = set(copy.copied) if copy else {r.name for r in cfg.release_registries}
@@ -76,32 +165,17 @@ class Tag:
         logger = log.get(stage=self.name)
         written: dict[str, list[str]] = {r.name: [] for r in targets}
         present: dict[str, list[str]] = {r.name: [] for r in targets}
-        media = build.media_type
-        body = build.index
-
         with ctx.registry_access() as access:
-            def one(reg_name: str, tag: str) -> bool:
-                """Put ``tag`` in ``reg_name``; False when it already pointed at the digest."""
-                reg = cfg.registry(reg_name)
-                client = access.client(reg)
-                repo = reg.repository(cfg.image.name)
-                head = client.manifest_head(repo, tag)
-                if head is not None and head.digest == build.digest:
-                    return False
-                put = client.manifest_put(repo, tag, body, media)
-                if put != build.digest:
-                    raise InfraError(f"registry {reg.name}: {repo}:{tag} points at {put}, not {build.digest}")
-                logger.info("tag.written", registry=reg.name, ref=f"{reg.url}/{cfg.image.name}:{tag}",
-                            digest=build.digest)
-                return True
-
-            # every (registry, tag) at once within copy.concurrency; the order of tags means nothing to a
-            # registry, and all of them come after every gate
+            tagger = Tagger(ctx, access, logger)
+            # the main tag (6.1.0) first in every registry: a newer release's claims are visible before a
+            # shared tag (6.1, latest) moves; then the shared tags, then once more, because a release that
+            # decided on an older tag list may have written after a newer one (see metadata.claims)
             with ThreadPoolExecutor(max_workers=cfg.copy_.concurrency) as pool:
-                futures = {(r.name, tag): pool.submit(one, r.name, tag) for r in targets for tag in tags.result.tags}
-                for (name, tag), future in futures.items():
-                    (written if future.result() else present)[name].append(tag)
+                firsts = {r.name: pool.submit(tagger.put, r.name, tagger.claims.main) for r in targets}
+                for name, future in firsts.items():
+                    (written if future.result() else present)[name].append(tagger.claims.main)
+            yielded = tagger.settle(targets, written, present)
         if failed:  # best-effort: tags went where the copy worked; the release still fails
             raise InfraError(f"tagged in {', '.join(written) or 'no registry'}; copy failed for "
                              f"{', '.join(failed)}: {next(iter(failed.values()))}")
-        return TagOutput(build.digest, written, present, failed)
+        return TagOutput(build.digest, written, present, failed, yielded)

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.faultrig import NAMES, assert_released, release_env, reset, run_release, write_config
 from tests.support.faultproxy import FaultProxy
+from tests.support.faultrig import NAMES, Rig, assert_released, release_env, reset, run_release, write_config
 from tests.support.project import http, http_manifest, http_tags
 
 FIGURES: dict[str, Any] = {}
@@ -204,6 +204,24 @@ def test_two_versions_at_once_to_the_same_registries_are_both_released(rig):
     da = assert_released(rig.registries, name, "6.1.0", rig.signing["pub"])
     db_ = assert_released(rig.registries, name, "6.2.0", rig.signing["pub"])
     assert da != db_
+    # whichever wrote last, the tag both make belongs to the newer version, in every registry
+    assert _at(rig, name, "latest") == {n: db_ for n in NAMES}
+
+    # a backport after both: its own tags move, latest stays with 6.2.0, and the report says so
+    c = write_config(rig, name=name, release=3)
+    back = run_release(c, release_env(rig.signing, "6.1.1"), rig.workdir)
+    assert back.code == 0, _errors(back.err)
+    dc = assert_released(rig.registries, name, "6.1.1", rig.signing["pub"])
+    assert _at(rig, name, "6.1") == {n: dc for n in NAMES} and _at(rig, name, "6.1.0") == {n: da for n in NAMES}
+    assert _at(rig, name, "latest") == {n: db_ for n in NAMES}
+    held = {r["name"]: r["tags_held_by_newer"] for r in back.manifest["registries"]}
+    assert held == {n: {"latest": "6.2.0"} for n in NAMES}, held
+    assert [e for e in back.events if e.get("event") == "tag.written" and e["ref"].endswith(":latest")] == []
+
+
+def _at(rig: Rig, name: str, tag: str) -> dict[str, str | None]:
+    """Registry -> the digest ``tag`` points at, read straight from each registry."""
+    return {n: (found[1] if (found := http_manifest(rig.registries[n], name, tag)) else None) for n in NAMES}
 
 
 def _errors(stderr: str) -> list[str]:
