@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        " policy): exit 1 when one now fails")
     _common(p)
     p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
+    p.add_argument("--attest", action="store_true", help="attach each verdict to its platform manifest as a signed,"
+                   " dated vuln attestation ([sign] key), which inventory shows as 'scanned on <date>'")
     p = sub.add_parser("vex", help="OpenVEX: 'vex export' writes the [scan] exceptions as an OpenVEX document (for"
                        " trivy --vex, Grype, admission controllers)")
     _common(p, fmt=False)
@@ -414,13 +416,15 @@ def cmd_rescan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     _, cfg = _config(args, env)
     with Access(cfg, env) as access:
         result = rescan.rescan(cfg, env, access, only=args.registry, dist=Path(cfg.report.dir),
-                               now=datetime.now(timezone.utc))
+                               now=datetime.now(timezone.utc), attest=args.attest)
     _emit(result.to_dict(), args.format, lambda: rescan.text(result), out)
     if result.exit_code == 1:
         raise _Failed(result.failure_message(), EXIT_POLICY)
     if result.exit_code == 3:
         raise _Failed("rescan incomplete: " + (result.db_error or "; ".join(
-            f"{k}: {v}" for k, v in result.unreadable.items())), EXIT_INFRA)
+            [f"{k}: {v}" for k, v in result.unreadable.items()]
+            + [f"not attested: {a['ref']}: {a['error']}" for a in result.attested if a["action"] == "failed"])),
+            EXIT_INFRA)
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline import log
 from pipeline.access.registries import Access
-from pipeline.config import Config
+from pipeline.config import Config, RegistryConfig
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.hygiene import lifecycle, prune
 from pipeline.hygiene import walker as hygiene
@@ -55,6 +55,8 @@ class Entry:
     signed_detail: str = ""
     scanned: str = "no"               # pass | fail | attested | no
     scanned_source: str = ""
+    scanned_on: str = ""              # date of the newest verified vuln attestation (the oldest over platforms)
+    blocking: int | None = None       # blocking findings it names (all platforms)
     pushed_at: datetime | None = None
     age_source: str = "unknown"
     approximate: bool = False
@@ -138,7 +140,8 @@ class Inventory:
                 for e in rows:
                     age = e.age_days(self.now)
                     table.add_row(", ".join(e.tags) or "(untagged)", e.digest[7:19], ", ".join(e.platforms) or "-",
-                                  e.signed, e.scanned, "-" if age is None else f"{age:.1f}d ({e.age_source})",
+                                  e.signed, e.scanned + (f", {e.scanned_on}, {e.blocking} blocking" if e.scanned_on
+                                                         else ""), "-" if age is None else f"{age:.1f}d ({e.age_source})",
                                   e.verdict + (f" ({e.rule})" if e.rule and e.verdict == "expire" else ""))
                 console.print(table)
         n = self.summary()
@@ -182,6 +185,7 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
     logger = log.get("inventory")
     sections: dict[str, RegistrySection] = {}
     checks: list[tuple[Entry, str]] = []   # (entry, reference to verify)
+    attested: list[tuple[Entry, RegistryConfig, str, list[str]]] = []   # entries with vuln attestations
     backends: dict[str, Any] = {}
     with Access(config, env) as access, keys.temporary_dir() as tmp:
         facts = hygiene.load_release_facts(config.lifecycle.release_manifests)
@@ -207,6 +211,8 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
                                   scanned_source=scanned_source, pushed_at=r.pushed_at, age_source=r.age_source,
                                   approximate=r.approximate, verdict=r.verdict, rule=r.rule, reason=r.reason,
                                   attachments=r.attachments)
+                        if any(a.predicates.get(hygiene.VULN_PREDICATE) for a in atts):
+                            attested.append((e, reg, t.repository, list(img.platforms.values()) or [img.digest]))
                         if _has_signature(atts, img.digest):
                             checks.append((e, f"{reg.host}/{t.repository}@{img.digest}"))
                             e.signed = "unchecked"
@@ -215,6 +221,7 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
                 section.error = str(exc)
                 logger.error("inventory.registry_failed", registry=reg.name, error=str(exc))
         verifier = _verify_all(config, env, access, checks, Path(workdir or tmp))
+        _read_verdicts(config, env, access, attested, Path(workdir or tmp))
     for b in backends.values():
         b.close()
     return Inventory(now, list(sections.values()), verifier, tuple(config.lifecycle.age_sources), facts.files)
@@ -250,6 +257,51 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
     with ThreadPoolExecutor(max_workers=VERIFY_CONCURRENCY) as pool:
         list(pool.map(one, checks))
     return _describe_key(config)
+
+
+def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
+                   items: list[tuple[Entry, RegistryConfig, str, list[str]]], workdir: Path) -> None:
+    """The dated verdicts of the vuln attestations that verify with our key (release or ``rescan --attest``):
+    per image the newest per platform; the image shows the oldest of those dates and every blocking id."""
+    if not items:
+        return
+    from pipeline.sign import vulnrecord
+    from pipeline.tools.oci import Descriptor
+
+    try:
+        major = cosign.installed_major()
+        runner = cosign.Cosign(keys.passthrough_env(env, *keys.config_keys(config.sign)))
+        base = keys.verifier(config.sign, env, major, workdir, runner=runner)
+    except (ConfigError, PipelineError, ValueError) as exc:
+        log.get("inventory").warning("inventory.verdicts_unread", reason=str(exc)[:300])
+        return                          # the signed column already says why nothing could be verified
+
+    def one(item: tuple[Entry, RegistryConfig, str, list[str]]) -> None:
+        e, reg, repo, manifests = item
+        client = access.client(reg)
+        newest: list[vulnrecord.Record] = []
+        try:
+            for digest in manifests:
+                body, media, _ = client.manifest_get(repo, digest)
+                found = vulnrecord.verified_records(client, repo, Descriptor(media, digest, len(body)), body, runner,
+                                                    dataclasses.replace(base, allow_http=reg.allow_http), workdir,
+                                                    f"verify the vuln attestations of {reg.name}: {repo}@{digest}")
+                if not found:
+                    log.get("inventory").info("inventory.no_verified_verdict", registry=reg.name, repository=repo,
+                                              manifest=digest)
+                    return
+                newest.append(found[-1])
+        except PipelineError as exc:
+            log.get("inventory").warning("inventory.verdict_unread", registry=reg.name, repository=repo,
+                                         error=str(exc)[:300])
+            return
+        e.scanned = "fail" if any(r.verdict != "pass" for r in newest) else "pass"
+        e.scanned_on = min(r.scanned_on for r in newest).date().isoformat()
+        e.blocking = len({b for r in newest for b in r.blocking})
+        e.scanned_source = f"{newest[0].source} vuln attestation, verified"
+
+    with ThreadPoolExecutor(max_workers=VERIFY_CONCURRENCY) as pool:
+        list(pool.map(one, items))
 
 
 def _describe_key(config: Config) -> str:
@@ -350,6 +402,8 @@ def _row(e: Entry, now: datetime) -> str:
     scan_label = {"pass": "scanned: pass", "fail": "scanned: FAIL", "attested": "scan attested", "no": "not scanned"}
     scanned = (f'<span class="badge b-{_e(e.scanned)}" title="{_e(e.scanned_source)}">'
                f'{_e(scan_label.get(e.scanned, e.scanned))}</span>')
+    if e.scanned_on:
+        scanned += f"<div class=\"small\">scanned on {_e(e.scanned_on)}, {_e(e.blocking)} blocking</div>"
     when = e.pushed_at.isoformat() if e.pushed_at else "unknown"
     approx = " ≈" if e.approximate else ""
     age_cell = (f'<td data-sort="{age if age is not None else -1:.6f}" title="{_e(when)}">{_e(_age_text(age))}{approx}'

@@ -33,6 +33,7 @@ from pipeline.tools import trivy
 
 if TYPE_CHECKING:
     from pipeline.access.registries import Access
+    from pipeline.sign.sign import Verdict  # noqa: F401
     from pipeline.hygiene.walker import ReleaseFacts
     from pipeline.scan.reports import PlatformResult
 
@@ -86,6 +87,7 @@ class RescanResult:
     db_error: str | None = None
     trivy_runs: int = 0
     reports: dict[str, str] = field(default_factory=dict)
+    attested: list[dict[str, Any]] = field(default_factory=list)   # with --attest: one per registry platform
 
     @property
     def failed(self) -> list[Rescanned]:
@@ -95,14 +97,15 @@ class RescanResult:
     def exit_code(self) -> int:
         if self.failed:
             return 1
-        if self.unreadable or self.db_error:
+        if self.unreadable or self.db_error or any(a["action"] == "failed" for a in self.attested):
             return 3
         return 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": "fail" if self.failed else ("incomplete" if self.exit_code == 3 else "pass"),
                 "images": [r.to_dict() for r in self.images], "unreadable": self.unreadable, "db": self.db,
-                "db_error": self.db_error, "trivy_runs": self.trivy_runs, "reports": self.reports}
+                "db_error": self.db_error, "trivy_runs": self.trivy_runs, "reports": self.reports,
+                "attested": self.attested}
 
     def failure_message(self) -> str:
         parts = [f"{r.image}@{r.digest} {r.platform}: " + ", ".join(
@@ -162,10 +165,11 @@ def targets(cfg: Config, access: Access, only: list[str], now: datetime,
 
 
 def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[str], dist: Path,
-           now: datetime) -> RescanResult:
+           now: datetime, attest: bool = False) -> RescanResult:
     from pipeline.scan.policy import evaluate, load_policy
     from pipeline.scan.reports import PlatformResult, write_all
     from pipeline.scan.results import ReportError, ScanCache, parse_report
+    from pipeline.sign.sign import Verdict
 
     import shutil
 
@@ -188,6 +192,7 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
     version = trivy.version(str(cache.root))
     scanners = tuple(trivy.SCANNERS)
     shown: list[PlatformResult] = []
+    to_attest: list[Verdict] = []
     raw_dir = dist / "rescan" / "trivy"      # Trivy's own JSON per platform digest (what vex export reads too)
     for t in found:
         for platform, manifest in t.platforms.items():
@@ -208,7 +213,8 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
                 result.unreadable[f"{t.registry.name}/{t.repository}@{manifest}"] = f"unreadable report ({exc})"
                 continue
             raw_dir.mkdir(parents=True, exist_ok=True)
-            (raw_dir / f"{manifest.split(':', 1)[1][:32]}.json").write_bytes(data)
+            raw = raw_dir / f"{manifest.split(':', 1)[1][:32]}.json"
+            raw.write_bytes(data)
             verdict = evaluate(report, policy, now, (t.digest, manifest))
             then = facts.seen.get((t.digest, platform))
             blocking = [f.item() for f in verdict.blocking]
@@ -222,12 +228,38 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
             for ex in verdict.expiring:
                 logger.warning("exception.expiring", id=ex.id, expires=ex.expires.isoformat(), image=item.image,
                                note=f"the exception for {ex.id} lapses on {ex.expires.isoformat()}")
+            to_attest.append(Verdict(t.registry, t.repository, platform, manifest, raw, verdict.verdict,
+                                     tuple(b["id"] for b in blocking), dict(verdict.counts)))
             shown.append(PlatformResult(f"{item.image} {item.platform}",
                                         f"{t.registry.host}/{t.repository}@{manifest}", report, verdict, cached))
+    if attest and to_attest:
+        result.attested = _attest(cfg, env, access, to_attest, str(result.db.get("updated_at", "")))
     if shown:
         result.reports = write_all(dist / "rescan", shown, {}, start=now, end=datetime.now(timezone.utc),
                                    db=result.db, artifact_uri=cfg.image.dockerfile, trivy_version=version)
     return result
+
+
+def _attest(cfg: Config, env: Mapping[str, str], access: Access, verdicts: list[Verdict],
+            db_built: str) -> list[dict[str, Any]]:
+    from pipeline.sign import keys
+    from pipeline.sign.sign import Signed, attest_verdicts
+
+    out: list[dict[str, Any]] = []
+    with keys.temporary_dir() as tmp:
+        try:
+            made = attest_verdicts(cfg, env, access, verdicts, db_built, Path(tmp))
+        except PipelineError as exc:        # no signing key, cosign missing: nothing could be attested
+            made = [(v, str(exc)) for v in verdicts]
+        for done in made:
+            if isinstance(done, Signed):
+                out.append({"registry": done.registry, "ref": done.ref, "platform": done.platform,
+                            "action": "attested" if done.action == "signed" else "present", "error": None})
+            else:
+                v, error = done
+                out.append({"registry": v.registry.name, "ref": f"{v.registry.host}/{v.repository}@{v.manifest}",
+                            "platform": v.platform, "action": "failed", "error": error})
+    return out
 
 
 def _scan(cfg: Config, env: Mapping[str, str], access: Access, t: Target, manifest: str, cache_dir: str,
@@ -266,6 +298,13 @@ def text(result: RescanResult) -> str:
             lines.append(f"      EXPIRING exception {e['id']} on {e['expires']}")
     for where, why in result.unreadable.items():
         lines.append(f"NOT READ  {where}: {why}")
+    for a in result.attested:
+        if a["action"] == "failed":
+            lines.append(f"NOT ATTESTED  {a['ref']} {a['platform']}: {a['error']}")
+    if result.attested:
+        done = sum(1 for a in result.attested if a["action"] == "attested")
+        same = sum(1 for a in result.attested if a["action"] == "present")
+        lines.append(f"attested {done} verdict(s); {same} already attested with this DB")
     if result.db_error:
         lines.append(f"NO DB  {result.db_error}")
     lines.append(f"{len(result.images)} platform image(s), {len(result.failed)} failing, {result.trivy_runs} Trivy"

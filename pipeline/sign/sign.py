@@ -31,24 +31,28 @@ release tag anywhere.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import json
 import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from pipeline import log
 from pipeline.build.build import BuildOutput
-from pipeline.config import RegistryConfig
+from pipeline.config import Config, RegistryConfig
 from pipeline.context import Context
 from pipeline.errors import ConfigError, InfraError, PipelineError
 from pipeline.refs import KMS_SCHEMES, parse_key_ref, platform_key
 from pipeline.scan import db as scandb
-from pipeline.sign import keys, layouts, writer
+from pipeline.sign import keys, layouts, vulnrecord, writer
 from pipeline.sign.attachments import SIGNATURE, decide, listing
 from pipeline.stage import exclusive, no_tags_reason
 from pipeline.stages.copy import CopyOutput
+from pipeline.times import parse_time
 from pipeline.tools import cosign, trivy
 from pipeline.tools.oci import Descriptor, Layout
 from pipeline.tools.registry import Registry
@@ -57,7 +61,7 @@ if TYPE_CHECKING:
     from pipeline.access.registries import Access
 
 SBOM_TYPE = "cyclonedx"
-VULN_TYPE = "vuln"
+VULN_TYPE = vulnrecord.VULN
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ class Sign:
                 for platform, digest in sorted(build.platforms.items()):
                     if platform in vuln_reports:
                         done.append(job.ensure(layout.descriptor(digest), platform, VULN_TYPE,
-                                               lambda p=platform: vuln_predicate(vuln_reports[p], work)))
+                                               lambda p=platform: vuln_predicate(ctx, p, vuln_reports[p], work)))
                 logger.info("registry.signed", registry=reg.name, digest=build.digest,
                             signed=sum(1 for d in done if d.action == "signed"),
                             present=sum(1 for d in done if d.action == "present"))
@@ -281,6 +285,14 @@ class _Job:
             logger.info(f"{'signature' if kind == SIGNATURE else 'attestation'}.present", ref=ref, kind=kind,
                         platform=platform, count=found.count(kind))
             return Signed(self.reg.name, ref, kind, platform, "present")
+        return self.add(subject, platform, kind, predicate)
+
+    def add(self, subject: Descriptor, platform: str | None, kind: str, predicate: object) -> Signed:
+        """Sign (or attest) ``subject`` once more, whatever is there; then prove it verifies."""
+        ref = f"{self.reg.host}/{self.repo}@{subject.digest}"
+        what = "signature" if kind == SIGNATURE else f"{kind} attestation"
+        where = f"{self.reg.name}: {ref}" + (f" ({platform})" if platform else "")
+        logger = log.get(stage="sign", registry=self.reg.name)
         with tempfile.TemporaryDirectory(prefix="sign-", dir=self.work) as tmp:
             self._make_and_write(subject, ref, kind, predicate, Path(tmp), where)
         check = self.ours(subject, kind, f"verify the {what} of {where}")
@@ -333,13 +345,86 @@ def scan_reports(ctx: Context) -> dict[str, Path]:
 _vuln_lock = threading.Lock()
 
 
-def vuln_predicate(report: Path, work: Path) -> Path:
-    """The cosign-vuln predicate of one report, converted once per run."""
+def vuln_predicate(ctx: Context, platform: str, report: Path, work: Path) -> Path:
+    """The vuln predicate of one platform's report with the gate's dated verdict, made once per run."""
     out = work / f"vuln-{report.stem}.json"
     with _vuln_lock:
         if not out.exists():
-            out.write_bytes(trivy.cosign_vuln(report))
+            scan = ctx.outputs["scan"]
+            judged = scan.platforms[platform]
+            out.write_bytes(vulnrecord.dated_predicate(
+                trivy.cosign_vuln(report), verdict=judged.verdict, blocking=[b["id"] for b in judged.blocking],
+                counts=judged.counts, fail_on=ctx.config.scan.fail_on, db_built=str(scan.db.get("updated_at", "")),
+                scanned_on=report_time(report), source="release"))
     return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One rescanned platform manifest to attest: where it is, Trivy's report and what the policy said."""
+
+    registry: RegistryConfig
+    repository: str
+    platform: str
+    manifest: str
+    report: Path
+    verdict: str
+    blocking: tuple[str, ...]
+    counts: dict[str, int]
+
+
+def attest_verdicts(config: Config, env: Mapping[str, str], access: Access, verdicts: Sequence[Verdict],
+                    db_built: str, work: Path) -> list[Signed | tuple[Verdict, str]]:
+    """``rescan --attest``: a signed, dated ``vuln`` attestation of each verdict, beside the release's own.
+
+    Unlike the sign stage (one attestation per kind by our key), each rescan that judged anew adds one;
+    when a verified attestation already says the same (DB build, verdict, blocking findings) it is left
+    at that. Returns what was attested or found, and (verdict, error) for what could not be."""
+    sign = config.sign
+    major = cosign.installed_major()
+    signer = keys.signer(sign, env, cosign.Cosign())
+    runner = cosign.Cosign(dict(signer.env))              # cosign asks no registry: no registry credentials
+    verifying = keys.verifier(sign, env, major, work, runner=runner)
+    signing = cosign.Signing(major, signer.key, sign.tlog_upload)
+    logger = log.get(stage="rescan")
+
+    def one(v: Verdict) -> Signed | tuple[Verdict, str]:
+        client = access.client(v.registry)
+        try:
+            body, media, _ = client.manifest_get(v.repository, v.manifest)
+            with tempfile.TemporaryDirectory(prefix="attest-", dir=work) as tmp:
+                layout = Layout.create(Path(tmp) / "subject")
+                layout.put(body, v.manifest)
+                subject = Descriptor(media, v.manifest, len(body))
+                ref = f"{v.registry.host}/{v.repository}@{v.manifest}"
+                scanned_on = report_time(v.report)
+                said = vulnrecord.verified_records(client, v.repository, subject, body, runner, verifying, Path(tmp),
+                                                   f"verify the vuln attestations of {v.registry.name}: {ref}")
+                if any(r.db_built == db_built and r.verdict == v.verdict and set(r.blocking) == set(v.blocking)
+                       for r in said):
+                    logger.info("attestation.present", ref=ref, kind=VULN_TYPE, platform=v.platform)
+                    return Signed(v.registry.name, ref, VULN_TYPE, v.platform, "present")
+                predicate = Path(tmp) / "vuln.json"
+                predicate.write_bytes(vulnrecord.dated_predicate(
+                    trivy.cosign_vuln(v.report), verdict=v.verdict, blocking=v.blocking, counts=v.counts,
+                    fail_on=config.scan.fail_on, db_built=db_built, scanned_on=scanned_on, source="rescan"))
+                job = _Job(client, v.registry, v.repository, layout, signing, verifying, runner, Path(tmp))
+                return job.add(subject, v.platform, VULN_TYPE, lambda: predicate)
+        except PipelineError as exc:
+            logger.error("attestation.failed", registry=v.registry.name, manifest=v.manifest, error=str(exc)[:300])
+            return (v, str(exc))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(verdicts)))) as pool:
+        return list(pool.map(one, verdicts))
+
+
+def report_time(report: Path) -> datetime:
+    """When Trivy made ``report`` (its ``CreatedAt``), else the file's time."""
+    try:
+        when = parse_time(json.loads(report.read_bytes()).get("CreatedAt"))
+    except (OSError, ValueError, AttributeError):
+        when = None
+    return when or datetime.fromtimestamp(report.stat().st_mtime, timezone.utc)
 
 
 def _pem(text: str) -> str:

@@ -41,12 +41,12 @@ def db_v2() -> dict[str, Any]:
 
 
 def _write(tmp: Path, registries, offline_base: str, db: str, cache: Path, *, exceptions: str = "",
-           scan_extra: str = "", extra_registry: str = "") -> Path:
+           scan_extra: str = "", extra_registry: str = "", name: str = "watched/app") -> Path:
     files = alpine_files("1.2.4-r99", "1.2.4-r99")
     (tmp / "scan-exceptions.toml").write_text(exceptions)
     scan = (f'fail_on = "HIGH"\ndb_repository = ["{db}"]\ncache_dir = "{cache}"\n'
             f'exceptions_file = "{tmp / "scan-exceptions.toml"}"\n{scan_extra}')
-    cfg = support.write_project(tmp, registries, offline_base, name="watched/app", dockerfile=ALPINE_DOCKERFILE,
+    cfg = support.write_project(tmp, registries, offline_base, name=name, dockerfile=ALPINE_DOCKERFILE,
                                 release=("ecr", "hub"), scan=scan, files=files,
                                 rules='"type=semver,pattern={{version}}"', extra=extra_registry)
     return cfg
@@ -131,3 +131,87 @@ def test_a_released_image_fails_rescan_when_the_db_learns_a_cve_and_exceptions_o
     incomplete = _run(["rescan", "--config", str(cfg)], tmp_path)
     assert incomplete.returncode == 3, incomplete.stderr[-3000:]
     assert "gone" in support.Run(3, incomplete.stdout, incomplete.stderr).error_line()
+
+
+def _cosign_vuln(ref: str, pub: Path) -> list[dict[str, Any]]:
+    """The gate members of every vuln attestation cosign itself verifies on ``ref`` (straight to the registry)."""
+    import base64
+
+    done = subprocess.run(["cosign", "verify-attestation", "--key", str(pub), "--type", "vuln",
+                           "--insecure-ignore-tlog=true", "--allow-http-registry=true",
+                           "--allow-insecure-registry=true", ref], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gates = []
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            predicate = json.loads(base64.b64decode(json.loads(line)["payload"]))["predicate"]
+            gates.append(predicate["invocation"]["parameters"]["gate"])
+    return sorted(gates, key=lambda g: g["source"])
+
+
+def test_rescan_attest_signs_a_dated_verdict_that_inventory_shows(tmp_path, registries, offline_base):
+    import secrets
+
+    ecr = registries["ecr"]
+    with Registry(ecr.host, insecure=True) as client:
+        trivydb.push(client, "rescan-attest/trivy-db", "2", trivydb.pack(trivydb.minimal_db()))
+    db = f"{ecr.host}/rescan-attest/trivy-db:2"
+    password = "pw-" + secrets.token_urlsafe(12)
+    env = support.github_env(PIPELINE_LOG_FORMAT="json", COSIGN_PASSWORD=password)
+    keygen = support.run_process(["keygen", "--output", str(tmp_path / "keys" / "release")], env, tmp_path)
+    assert keygen.returncode == 0, keygen.stderr
+    key, pub = tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub"
+
+    def write(cache: Path) -> Path:
+        cfg = _write(tmp_path, registries, offline_base, db, cache, name="attested/app")
+        cfg.write_text(cfg.read_text().replace(
+            "[sign]\nenabled = false", f'[sign]\nkey = "{key}"\ntlog_upload = false\nsbom = false\nattest_scan = true'))
+        return cfg
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return support.run_process(list(args), env, tmp_path, timeout=900)
+
+    def inventory(cfg: Path) -> dict[tuple[str, str], dict[str, Any]]:
+        inv = run("inventory", "--config", str(cfg), "--format", "json")
+        assert inv.returncode == 0, inv.stderr[-3000:]
+        return {(r["name"], e["digest"]): e for r in json.loads(inv.stdout)["registries"]
+                for repo, rows in r["repositories"].items() if repo == "attested/app" for e in rows}
+
+    cfg = write(tmp_path / "cache-v1")
+    released = run("release", "--config", str(cfg), "--format", "json")
+    assert released.returncode == 0, released.stderr[-4000:]
+    manifest = json.loads(released.stdout)
+    digest, platforms = manifest["digest"], manifest["platforms"]
+    today = date.today().isoformat()
+    for reg in ("ecr", "hub"):        # the release's own vuln attestations carry the gate's dated verdict
+        e = inventory(cfg)[(reg, digest)]
+        assert (e["scanned"], e["scanned_on"], e["blocking"]) == ("pass", today, 0), e
+        assert e["scanned_source"] == "release vuln attestation, verified", e
+
+    # DB v2 knows a HIGH CVE: the rescan fails, and attests that verdict in both registries, per platform
+    with Registry(ecr.host, insecure=True) as client:
+        trivydb.push(client, "rescan-attest/trivy-db", "2", trivydb.pack(db_v2()))
+    cfg = write(tmp_path / "cache-v2")
+    attested = run("rescan", "--config", str(cfg), "--format", "json", "--attest")
+    assert attested.returncode == 1, attested.stderr[-4000:]
+    out = json.loads(attested.stdout)
+    assert sorted((a["registry"], a["platform"], a["action"]) for a in out["attested"]) == sorted(
+        (r, p, "attested") for r in ("ecr", "hub") for p in platforms), out["attested"]
+    assert password not in attested.stdout + attested.stderr
+    for reg in ("ecr", "hub"):
+        for platform, manifest_digest in platforms.items():
+            gates = _cosign_vuln(f"{registries[reg].host}/attested/app@{manifest_digest}", pub)
+            assert [g["source"] for g in gates] == ["release", "rescan"], gates
+            assert (gates[1]["verdict"], gates[1]["blocking"]) == ("fail", [NEW_CVE]), gates
+            assert gates[1]["db_built"] != gates[0]["db_built"]
+        e = inventory(cfg)[(reg, digest)]
+        assert (e["scanned"], e["scanned_on"], e["blocking"]) == ("fail", today, 1), e
+        assert e["scanned_source"] == "rescan vuln attestation, verified", e
+    text = run("inventory", "--config", str(cfg))
+    assert f"fail, {today}, 1 blocking" in text.stdout, text.stdout
+
+    # the same DB again: that verdict is already attested, nothing is added
+    again = run("rescan", "--config", str(cfg), "--format", "json", "--attest")
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert {a["action"] for a in json.loads(again.stdout)["attested"]} == {"present"}
+    assert len(_cosign_vuln(f"{registries['hub'].host}/attested/app@{next(iter(platforms.values()))}", pub)) == 2

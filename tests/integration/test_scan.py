@@ -306,6 +306,10 @@ def test_scan_result_is_attested_per_platform_with_attest_scan(tmp_path, registr
             assert statement["predicateType"] == "https://cosign.sigstore.dev/attestation/vuln/v1"
             assert statement["subject"][0]["digest"]["sha256"] == digest.split(":", 1)[1]
             assert "CVE-2099-0001" in json.dumps(statement["predicate"])
+            gate = statement["predicate"]["invocation"]["parameters"]["gate"]   # the gate's dated verdict rides along
+            assert (gate["source"], gate["verdict"], gate["blocking"], gate["fail_on"]) == ("release", "pass", [],
+                                                                                            "HIGH"), gate
+            assert gate["scanned_on"] == statement["predicate"]["metadata"]["scanFinishedOn"] and gate["db_built"]
     # a second release attests nothing new (same key, same digests)
     code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"], env)
     assert code == 0, err[-3000:]
