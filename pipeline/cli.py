@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
     p.add_argument("--attest", action="store_true", help="attach each verdict to its platform manifest as a signed,"
                    " dated vuln attestation ([sign] key), which inventory shows as 'scanned on <date>'")
+    p.add_argument("--emit-cronjob", action="store_true", help="print a Kubernetes CronJob (and the ConfigMap"
+                   " of the files it reads) that runs this rescan at [rescan] schedule; nothing is scanned")
+    p.add_argument("--image", metavar="REF", help="with --emit-cronjob: the image the job runs (default: [rescan]"
+                   " image)")
+    p.add_argument("--namespace", metavar="NS", help="with --emit-cronjob: the namespace of the documents")
+    p.add_argument("--secret", metavar="NAME", default="pipeline-rescan", help="with --emit-cronjob: the Secret"
+                   " holding the credentials the job reads (default: pipeline-rescan)")
     p = sub.add_parser("vex", help="OpenVEX: 'vex export' writes the [scan] exceptions as an OpenVEX document (for"
                        " trivy --vex, Grype, admission controllers)")
     _common(p, fmt=False)
@@ -413,7 +420,16 @@ def cmd_rescan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     from pipeline.access.registries import Access
     from pipeline.scan import rescan
 
-    _, cfg = _config(args, env)
+    path, cfg = _config(args, env)
+    if args.emit_cronjob:
+        from pipeline.scan import cronjob
+
+        out.write(cronjob.emit(cfg, path, Path.cwd(), image=args.image, namespace=args.namespace,
+                               secret=args.secret, registries=args.registry, attest=args.attest))
+        return EXIT_OK
+    for flag, value in (("--image", args.image), ("--namespace", args.namespace)):
+        if value:
+            raise UsageError(f"pipeline rescan: {flag} goes with --emit-cronjob")
     with Access(cfg, env) as access:
         result = rescan.rescan(cfg, env, access, only=args.registry, dist=Path(cfg.report.dir),
                                now=datetime.now(timezone.utc), attest=args.attest)

@@ -399,6 +399,8 @@ class RescanConfig(Section):
                       " pipeline rescan judges again")
     schedule: str = Field(default="17 5 * * *", description="when the generated CI files run the rescan"
                           " (cron: minute hour day month weekday, UTC)")
+    image: str | None = Field(default=None, description="the image 'rescan --emit-cronjob' runs: one with this"
+                              " package, trivy and (for --attest) cosign")
 
     @field_validator("schedule")
     @classmethod

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.tools.registry import Registry
 from tests.support import project as support
-from tests.support import trivydb
+from tests.support import kubelet, trivydb
 from tests.support.record_trivy import ALPINE_DOCKERFILE, alpine_files
 
 NEW_CVE = "CVE-2099-0777"
@@ -215,3 +215,25 @@ def test_rescan_attest_signs_a_dated_verdict_that_inventory_shows(tmp_path, regi
     assert again.returncode == 1, again.stderr[-3000:]
     assert {a["action"] for a in json.loads(again.stdout)["attested"]} == {"present"}
     assert len(_cosign_vuln(f"{registries['hub'].host}/attested/app@{next(iter(platforms.values()))}", pub)) == 2
+
+    # the same rescan as a Kubernetes CronJob: its container, laid out as a kubelet would, with nothing but the
+    # Secret's credentials and the ConfigMap's files, judges and attests the same (exit 1: the CVE)
+    emitted = run("rescan", "--config", str(cfg.relative_to(tmp_path)), "--emit-cronjob", "--attest",
+                  "--image", "registry.example/pipeline-rescan:1", "--secret", "rescan-creds")
+    assert emitted.returncode == 0, emitted.stderr[-3000:]
+    assert password not in emitted.stdout and "PRIVATE KEY" not in emitted.stdout
+    configmap, job = kubelet.documents(emitted.stdout)
+    assert job["spec"]["schedule"] == "17 5 * * *" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert "kubectl create secret generic rescan-creds" in emitted.stdout
+    secret: dict[str, str | bytes] = {"COSIGN_PASSWORD": password, "cosign.key": key.read_bytes()}
+    for reg in registries.values():
+        if reg.auth:
+            secret.update({reg.username_env: reg.username, reg.password_env: reg.password})
+    pod = kubelet.run(emitted.stdout, secret, tmp_path / "pod")
+    assert pod.returncode == 1, pod.stderr[-3000:]
+    assert "FAIL  hub/attested/app:1.2.3" in pod.stdout and NEW_CVE in pod.stdout, pod.stdout
+    assert "attested 0 verdict(s); 4 already attested with this DB" in pod.stdout, pod.stdout
+    # a credential the Secret lacks is the job's failure, not a silent pass
+    without = {k: v for k, v in secret.items() if k != "COSIGN_PASSWORD"}
+    with pytest.raises(AssertionError, match="COSIGN_PASSWORD"):
+        kubelet.run(emitted.stdout, without, tmp_path / "pod2")

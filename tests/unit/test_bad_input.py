@@ -150,6 +150,9 @@ ARG_CASES = [
     (["plan", "--config", "/"], "/"),
     (["--log-format", "xml", "plan"], "--log-format"),
     (["keygen", "--output", "/nonexistent/dir/key"], "/nonexistent/dir"),
+    (["rescan", "--emit-cronjob"], "--image"),
+    (["rescan", "--emit-cronjob", "--image", "ghcr.io/acme/rescan:1", "--attest"], "[sign] key"),
+    (["rescan", "--image", "ghcr.io/acme/rescan:1"], "--emit-cronjob"),
 ]
 
 #: odd CI environments: (variables, "ok" or what the one-line error names)
