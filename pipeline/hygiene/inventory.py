@@ -57,6 +57,7 @@ class Entry:
     scanned_source: str = ""
     scanned_on: str = ""              # date of the newest verified vuln attestation (the oldest over platforms)
     blocking: int | None = None       # blocking findings it names (all platforms)
+    scan_counts: dict[str, int] = field(default_factory=dict)   # severity -> findings, the worst platform's
     pushed_at: datetime | None = None
     age_source: str = "unknown"
     approximate: bool = False
@@ -298,6 +299,9 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
         e.scanned = "fail" if any(r.verdict != "pass" for r in newest) else "pass"
         e.scanned_on = min(r.scanned_on for r in newest).date().isoformat()
         e.blocking = len({b for r in newest for b in r.blocking})
+        for r in newest:
+            for severity, n in r.counts:
+                e.scan_counts[severity] = max(n, e.scan_counts.get(severity, 0))
         e.scanned_source = f"{newest[0].source} vuln attestation, verified"
 
     with ThreadPoolExecutor(max_workers=VERIFY_CONCURRENCY) as pool:
@@ -403,7 +407,9 @@ def _row(e: Entry, now: datetime) -> str:
     scanned = (f'<span class="badge b-{_e(e.scanned)}" title="{_e(e.scanned_source)}">'
                f'{_e(scan_label.get(e.scanned, e.scanned))}</span>')
     if e.scanned_on:
-        scanned += f"<div class=\"small\">scanned on {_e(e.scanned_on)}, {_e(e.blocking)} blocking</div>"
+        counts = ", ".join(f"{n} {sev}" for sev, n in sorted(e.scan_counts.items()) if n)
+        scanned += (f"<div class=\"small\" title=\"{_e(counts or 'no findings')}\">scanned on {_e(e.scanned_on)},"
+                    f" {_e(e.blocking)} blocking</div>")
     when = e.pushed_at.isoformat() if e.pushed_at else "unknown"
     approx = " ≈" if e.approximate else ""
     age_cell = (f'<td data-sort="{age if age is not None else -1:.6f}" title="{_e(when)}">{_e(_age_text(age))}{approx}'

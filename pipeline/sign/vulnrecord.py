@@ -43,13 +43,14 @@ class Record:
     blocking: tuple[str, ...]
     db_built: str
     source: str                   # release | rescan
+    counts: tuple[tuple[str, int], ...] = ()   # severity -> findings (after exceptions), as the gate counted
 
     def line(self) -> str:
         return f"scanned on {self.scanned_on.date().isoformat()}, {len(self.blocking)} blocking"
 
     def to_dict(self) -> dict[str, Any]:
         return {"scanned_on": self.scanned_on.isoformat(), "verdict": self.verdict, "blocking": list(self.blocking),
-                "db_built": self.db_built, "source": self.source}
+                "db_built": self.db_built, "source": self.source, "counts": dict(self.counts)}
 
 
 def dated_predicate(trivy_predicate: bytes, *, verdict: str, blocking: Sequence[str], counts: Mapping[str, int],
@@ -90,8 +91,10 @@ def parse_record(statement: Mapping[str, Any]) -> Record | None:
     if when is None:
         return None
     blocking = gate.get("blocking")
+    counts = gate.get("counts") if isinstance(gate.get("counts"), dict) else {}
     return Record(when, str(gate.get("verdict", "")), tuple(str(b) for b in blocking or ()),
-                  str(gate.get("db_built", "")), str(gate.get("source", "")))
+                  str(gate.get("db_built", "")), str(gate.get("source", "")),
+                  tuple(sorted((str(k), int(v)) for k, v in counts.items() if isinstance(v, int))))
 
 
 def verified_records(client: Registry, repo: str, subject: Descriptor, subject_body: bytes, runner: cosign.Cosign,

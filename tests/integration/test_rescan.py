@@ -206,6 +206,7 @@ def test_rescan_attest_signs_a_dated_verdict_that_inventory_shows(tmp_path, regi
             assert gates[1]["db_built"] != gates[0]["db_built"]
         e = inventory(cfg)[(reg, digest)]
         assert (e["scanned"], e["scanned_on"], e["blocking"]) == ("fail", today, 1), e
+        assert e["scan_counts"].get("HIGH") == 1, e
         assert e["scanned_source"] == "rescan vuln attestation, verified", e
     text = run("inventory", "--config", str(cfg))
     assert f"fail, {today}, 1 blocking" in text.stdout, text.stdout
