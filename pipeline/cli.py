@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--html", metavar="PATH", help="the static HTML page (default: <report.dir>/inventory.html)")
     p.add_argument("--registry", action="append", default=[], metavar="NAME", help="only this registry (repeatable)")
+    p.add_argument("--serve", action="store_true", help="serve the inventory as a live page (refresh, details,"
+                   " deletes through the prune engine with [lifecycle] enabled) until interrupted")
+    p.add_argument("--port", type=_port, default=8088, help="with --serve: the port (default: 8088; 0: any free one)")
+    p.add_argument("--bind", default="127.0.0.1", help="with --serve: the address (default: 127.0.0.1; any other"
+                   " needs the token of --token-env)")
+    p.add_argument("--token-env", metavar="VAR", default="PIPELINE_INVENTORY_TOKEN", help="with --serve: the"
+                   " environment variable holding the token every request must bring when not bound to loopback")
     p = sub.add_parser("doctor", help="check (and with --install, install) the external tools")
     _common(p)
     p.add_argument("--install", action="store_true",
@@ -562,6 +569,8 @@ def cmd_inventory(args: argparse.Namespace, env: Mapping[str, str], out: TextIO)
     cfg_path = Path(args.config or env.get("PIPELINE_CONFIG") or config.DEFAULT_PATH)
     cfg = config.load(cfg_path, env)
     serve_local(cfg)
+    if args.serve:
+        return _serve_inventory(args, cfg, cfg_path, env, out)
     inv = inventory.collect(cfg, env, now=datetime.now(timezone.utc), only=args.registry, source=str(cfg_path))
     page = inventory.write_html(inv, Path(args.html) if args.html else Path(cfg.report.dir) / "inventory.html")
     data = {"html": str(page), **inv.to_dict()}
@@ -570,6 +579,40 @@ def cmd_inventory(args: argparse.Namespace, env: Mapping[str, str], out: TextIO)
     if broken:
         raise _Failed(f"inventory: {len(broken)} registr{'y' if len(broken) == 1 else 'ies'} could not be read"
                       f" ({broken[0].name}: {broken[0].error})", EXIT_INFRA)
+    return EXIT_OK
+
+
+def _serve_inventory(args: argparse.Namespace, cfg: config.Config, cfg_path: Path, env: Mapping[str, str],
+                     out: TextIO) -> int:
+    import signal
+    import threading
+
+    from pipeline.hygiene import ui
+    from pipeline.tools.webserver import Server
+
+    token = env.get(args.token_env) or None
+    ui.check_bind(args.bind, token, args.token_env)
+    if token:
+        log.register_secret(token)
+    app = ui.App(cfg, env, source=str(cfg_path), only=args.registry, bind=args.bind,
+                 token=token if not ui.is_loopback(args.bind) else None)
+    try:
+        server = Server(app, args.bind, args.port)
+    except OSError as exc:
+        raise UsageError(f"pipeline inventory --serve: cannot listen on {args.bind}:{args.port} ({exc.strerror})")
+    host, port = server.address
+    shown = f"[{host}]" if ":" in host else host
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    log.get("inventory").info("inventory.serving", url=f"http://{shown}:{port}/", token_needed=bool(app.token))
+    out.write(f"serving the inventory on http://{shown}:{port}/" + (" (token needed)" if app.token else "") + "\n")
+    out.flush()
+    try:
+        stop.wait()
+    finally:
+        server.close()
     return EXIT_OK
 
 

@@ -180,8 +180,11 @@ def _has_signature(atts: Sequence[hygiene.Attachment], digest: str) -> bool:
 
 
 def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequence[str] = (),
-            source: str = "config", workdir: Path | None = None) -> Inventory:
-    """Walk every configured registry; a registry that cannot be read is reported in its section."""
+            source: str = "config", workdir: Path | None = None, cache: dict[Any, Any] | None = None) -> Inventory:
+    """Walk every configured registry; a registry that cannot be read is reported in its section.
+
+    ``cache`` (kept by a long-lived caller, the served page) holds what cosign said per digest and set of
+    attachments, so a refresh verifies only what is new or changed."""
     base = lifecycle.policy(config.lifecycle, source)
     logger = log.get("inventory")
     sections: dict[str, RegistrySection] = {}
@@ -221,15 +224,16 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
             except (RegistryError, VendorError, InfraError) as exc:
                 section.error = str(exc)
                 logger.error("inventory.registry_failed", registry=reg.name, error=str(exc))
-        verifier = _verify_all(config, env, access, checks, Path(workdir or tmp))
-        _read_verdicts(config, env, access, attested, Path(workdir or tmp))
+        cache = {} if cache is None else cache
+        verifier = _verify_all(config, env, access, checks, Path(workdir or tmp), cache)
+        _read_verdicts(config, env, access, attested, Path(workdir or tmp), cache)
     for b in backends.values():
         b.close()
     return Inventory(now, list(sections.values()), verifier, tuple(config.lifecycle.age_sources), facts.files)
 
 
 def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: list[tuple[Entry, str]],
-                workdir: Path) -> str:
+                workdir: Path, cache: dict[Any, Any]) -> str:
     """cosign verify every image that has a signature; returns what verified (for the page header)."""
     if not checks:
         return _describe_key(config)
@@ -245,6 +249,15 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
 
     def one(item: tuple[Entry, str]) -> None:
         e, ref = item
+        key = ("signature", ref, e.attachments)
+        if key in cache:
+            e.signed, e.signed_detail = cache[key]
+            return
+        verify(e, ref)
+        if e.signed in ("signed", "unverified"):      # cosign's answer; "unchecked" is asked again next time
+            cache[key] = (e.signed, e.signed_detail)
+
+    def verify(e: Entry, ref: str) -> None:
         reg = by_host.get(ref.split("/", 1)[0])
         v = dataclasses.replace(base, allow_http=bool(reg and reg.allow_http))
         try:
@@ -261,7 +274,8 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
 
 
 def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
-                   items: list[tuple[Entry, RegistryConfig, str, list[str]]], workdir: Path) -> None:
+                   items: list[tuple[Entry, RegistryConfig, str, list[str]]], workdir: Path,
+                   cache: dict[Any, Any]) -> None:
     """The dated verdicts of the vuln attestations that verify with our key (release or ``rescan --attest``):
     per image the newest per platform; the image shows the oldest of those dates and every blocking id."""
     if not items:
@@ -279,6 +293,22 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
 
     def one(item: tuple[Entry, RegistryConfig, str, list[str]]) -> None:
         e, reg, repo, manifests = item
+        key = ("vuln", reg.name, repo, tuple(manifests), e.attachments)
+        if key not in cache:
+            cache[key] = newest_of(reg, repo, manifests)
+        newest = cache[key]
+        if not newest:
+            return
+        e.scanned = "fail" if any(r.verdict != "pass" for r in newest) else "pass"
+        e.scanned_on = min(r.scanned_on for r in newest).date().isoformat()
+        e.blocking = len({b for r in newest for b in r.blocking})
+        for r in newest:
+            for severity, n in r.counts:
+                e.scan_counts[severity] = max(n, e.scan_counts.get(severity, 0))
+        e.scanned_source = f"{newest[0].source} vuln attestation, verified"
+
+    def newest_of(reg: RegistryConfig, repo: str, manifests: list[str]) -> list[vulnrecord.Record]:
+        """The newest verified verdict of each platform; [] unless every platform has one."""
         client = access.client(reg)
         newest: list[vulnrecord.Record] = []
         try:
@@ -290,19 +320,13 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
                 if not found:
                     log.get("inventory").info("inventory.no_verified_verdict", registry=reg.name, repository=repo,
                                               manifest=digest)
-                    return
+                    return []
                 newest.append(found[-1])
         except PipelineError as exc:
             log.get("inventory").warning("inventory.verdict_unread", registry=reg.name, repository=repo,
                                          error=str(exc)[:300])
-            return
-        e.scanned = "fail" if any(r.verdict != "pass" for r in newest) else "pass"
-        e.scanned_on = min(r.scanned_on for r in newest).date().isoformat()
-        e.blocking = len({b for r in newest for b in r.blocking})
-        for r in newest:
-            for severity, n in r.counts:
-                e.scan_counts[severity] = max(n, e.scan_counts.get(severity, 0))
-        e.scanned_source = f"{newest[0].source} vuln attestation, verified"
+            return []
+        return newest
 
     with ThreadPoolExecutor(max_workers=VERIFY_CONCURRENCY) as pool:
         list(pool.map(one, items))

@@ -204,6 +204,17 @@ def evaluate(policy: Policy, images: Sequence[Image], now: datetime) -> Evaluati
     return Evaluation(verdicts)
 
 
+def choose(evaluation: Evaluation, digest: str) -> Evaluation:
+    """Only ``digest`` expires (picked by hand); every other image is kept, whatever the rules said."""
+    verdicts = {}
+    for d, v in evaluation.verdicts.items():
+        if d == digest:
+            verdicts[d] = Verdict(d, True, v.claimed_by, v.expired_by, "chosen for deletion in the inventory page")
+        else:
+            verdicts[d] = Verdict(d, False, v.claimed_by, None, "not the image chosen for deletion")
+    return Evaluation(verdicts)
+
+
 # --------------------------------------------------------------------------- patterns
 
 

@@ -173,12 +173,15 @@ class PruneReport:
 
 
 def collect(config: Config, access: Access, backends: dict[str, Any], *, now: datetime, only: Sequence[str] = (),
-            detail: bool = False) -> tuple[list[tuple[Target, hygiene.Snapshot]], hygiene.ReleaseFacts]:
-    """Walk every target into snapshots; fills ``backends`` (registry name -> vendor adapter; the caller
-    closes them)."""
+            detail: bool = False, repository: str | None = None,
+            ) -> tuple[list[tuple[Target, hygiene.Snapshot]], hygiene.ReleaseFacts]:
+    """Walk every target (or only ``repository``) into snapshots; fills ``backends`` (registry name -> vendor
+    adapter; the caller closes them)."""
     facts = hygiene.load_release_facts(config.lifecycle.release_manifests)
     out: list[tuple[Target, hygiene.Snapshot]] = []
     for t in targets(config, access, only):
+        if repository is not None and t.repository != repository:
+            continue
         if t.registry.name not in backends:
             backends[t.registry.name] = backend(config, access, t.registry)
         walker = hygiene.Walker(access.client(t.registry), registry=t.registry.name,
@@ -189,8 +192,11 @@ def collect(config: Config, access: Access, backends: dict[str, Any], *, now: da
 
 
 def run(config: Config, env: Mapping[str, str], *, now: datetime, apply: bool = False, only: Sequence[str] = (),
-        source: str = "config") -> PruneReport:
-    """Preview (default) or apply the lifecycle policy. Raises InfraError when a registry cannot delete."""
+        source: str = "config", repository: str | None = None, chosen: str | None = None) -> PruneReport:
+    """Preview (default) or apply the lifecycle policy. Raises InfraError when a registry cannot delete.
+
+    ``repository`` limits it to that repository of the ``only`` registry; ``chosen`` (with it) deletes that one
+    image instead of what the rules expire (the inventory page's delete), under the same protection."""
     if apply and not config.lifecycle.enabled:
         raise ConfigError(f"{source}: lifecycle.enabled: false, so prune only previews; set [lifecycle] enabled ="
                           " true to let 'prune --apply' delete")
@@ -199,8 +205,13 @@ def run(config: Config, env: Mapping[str, str], *, now: datetime, apply: bool = 
     backends: dict[str, Any] = {}
     with Access(config, env) as access:
         try:
-            walked, facts = collect(config, access, backends, now=now, only=only)
-            plans = [hygiene.plan(snap, policy_for(config, t, base), now) for t, snap in walked]
+            walked, facts = collect(config, access, backends, now=now, only=only, repository=repository)
+            if repository is not None and not walked:
+                raise ConfigError(f"{', '.join(only) or 'no registry'}: {repository} is not a repository prune looks"
+                                  " at (the image's, staging's or a [lifecycle] one)")
+            if chosen is not None and not any(chosen in snap.images for _, snap in walked):
+                raise ConfigError(f"{repository}: no image {chosen} (already deleted?)")
+            plans = [hygiene.plan(snap, policy_for(config, t, base), now, chosen=chosen) for t, snap in walked]
             report = PruneReport(now, apply, plans, tuple(config.lifecycle.age_sources), facts.files)
             for p in plans:
                 logger.info("prune.planned", registry=p.registry, repo=p.repository, images=len(p.rows),

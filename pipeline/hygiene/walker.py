@@ -452,10 +452,16 @@ class RepoPlan:
                               for img, group in self.groups for d in group]}
 
 
-def plan(snap: Snapshot, policy: lifecycle.Policy, now: datetime) -> RepoPlan:
-    """Evaluate the policy on the snapshot's images and list what goes, image by image (see module doc)."""
+def plan(snap: Snapshot, policy: lifecycle.Policy, now: datetime, *, chosen: str | None = None) -> RepoPlan:
+    """Evaluate the policy on the snapshot's images and list what goes, image by image (see module doc).
+
+    With ``chosen`` (an image digest picked by hand, e.g. in the inventory page) only that image expires;
+    the rules still say why each image would be kept, and the same protection holds: a platform manifest
+    of a kept index and the attachments of kept images are never deleted."""
     images = list(snap.images.values())
     result = lifecycle.evaluate(policy, [lifecycle.Image(i.digest, i.tags, i.pushed_at) for i in images], now)
+    if chosen is not None:
+        result = lifecycle.choose(result, chosen)
     expired = {d for d in result.expired}
 
     def family(img: Image) -> set[str]:
