@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="REF", help="with --emit-cronjob: the image the job runs (default: [rescan]"
                    " image)")
     p.add_argument("--namespace", metavar="NS", help="with --emit-cronjob: the namespace of the documents")
-    p.add_argument("--secret", metavar="NAME", default="pipeline-rescan", help="with --emit-cronjob: the Secret"
+    p.add_argument("--secret", metavar="NAME", help="with --emit-cronjob: the Secret"
                    " holding the credentials the job reads (default: pipeline-rescan)")
     p = sub.add_parser("vex", help="OpenVEX: 'vex export' writes the [scan] exceptions as an OpenVEX document (for"
                        " trivy --vex, Grype, admission controllers)")
@@ -431,12 +431,18 @@ def cmd_rescan(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     if args.emit_cronjob:
         from pipeline.scan import cronjob
 
-        out.write(cronjob.emit(cfg, path, Path.cwd(), image=args.image, namespace=args.namespace,
-                               secret=args.secret, registries=args.registry, attest=args.attest))
+        out.write(cronjob.emit(cfg, path, image=args.image, namespace=args.namespace,
+                               secret=args.secret or "pipeline-rescan", registries=args.registry, attest=args.attest))
         return EXIT_OK
-    for flag, value in (("--image", args.image), ("--namespace", args.namespace)):
+    for flag, value in (("--image", args.image), ("--namespace", args.namespace), ("--secret", args.secret)):
         if value:
             raise UsageError(f"pipeline rescan: {flag} goes with --emit-cronjob")
+    if args.attest:                      # no key, no cosign: said before anything is scanned
+        from pipeline.sign import keys
+        from pipeline.tools import cosign
+
+        keys.key_ref(cfg.sign)
+        cosign.installed_major()
     with Access(cfg, env) as access:
         result = rescan.rescan(cfg, env, access, only=args.registry, dist=Path(cfg.report.dir),
                                now=datetime.now(timezone.utc), attest=args.attest)

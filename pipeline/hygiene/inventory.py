@@ -57,7 +57,7 @@ class Entry:
     scanned_source: str = ""
     scanned_on: str = ""              # date of the newest verified vuln attestation (the oldest over platforms)
     blocking: int | None = None       # blocking findings it names (all platforms)
-    scan_counts: dict[str, int] = field(default_factory=dict)   # severity -> findings, the worst platform's
+    scan_counts: dict[str, int] = field(default_factory=dict)   # severity -> the most findings of any platform
     pushed_at: datetime | None = None
     age_source: str = "unknown"
     approximate: bool = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pipeline.metadata.ci import TAGS, CIInfo
@@ -44,56 +45,79 @@ def order_key(text: str) -> tuple[Any, ...] | None:
 
 
 class Claims:
-    """Our tag rules, reusable to ask what another version's release would tag."""
+    """Our tag rules, reusable to ask what another version's release would tag.
+
+    Only tags that follow from the version alone take part: a tag the rules make from the commit, the
+    clock or the run (``sha-…``, ``{{date}}``) is this build's own and is always written. They are told
+    apart by evaluating the rules under two unrelated build contexts and keeping what both make."""
 
     def __init__(self, rules: Sequence[Rule], flavor: Flavor, ci: CIInfo, options: TagOptions,
                  ours: TagResult) -> None:
         self.rules, self.flavor, self.ci, self.options = rules, flavor, ci, options
         self.ours = ours
-        self.key = order_key(ci.ref[len(TAGS):]) if ci.ref.startswith(TAGS) and ours.tags else None
+        self.git_tag = ci.ref[len(TAGS):] if ci.ref.startswith(TAGS) else ""
+        start = _version_start(self.git_tag)
+        self._git_prefix = self.git_tag[:start] if start is not None else ""
+        self.key = order_key(self.git_tag) if self.git_tag and ours.tags else None
+        stable = self._stable(self.git_tag) if self.key is not None else []
+        main = next((t for t in ours.tags if t in stable and self._tag_key(t) == self.key), None)
+        self.active = main is not None and any(t != main and t in stable for t in ours.tags)
+        if not self.active:        # a branch or PR build (or rules we cannot read so): last writer wins
+            main = ours.tags[0] if ours.tags else ""
+            stable = list(ours.tags)
+        self.main: str = main or ""
+        #: what only this build makes: its version tag first (newer releases see it before a shared tag
+        #: moves), then the commit's and the clock's tags
+        self.own = [self.main, *(t for t in ours.tags if t != self.main and t not in stable)] if self.main else []
+        self.shared = [t for t in ours.tags if t != self.main and t in stable]
 
-    @property
-    def active(self) -> bool:
-        """Only a release of a version has rivals; a branch or PR build keeps last-writer-wins."""
-        return self.key is not None and len(self.ours.tags) > 1
+    def _tag_key(self, tag: str) -> tuple[Any, ...] | None:
+        """The version order of one of our rules' version tags (flavor prefix and suffix set aside)."""
+        suffix = self.flavor.suffix
+        return order_key(tag[:-len(suffix)] if suffix and tag.endswith(suffix) else tag)
 
-    @property
-    def main(self) -> str:
-        """The tag only this version makes; written first, so newer releases see it before a shared tag."""
-        return self.ours.tags[0]
+    def _made(self, git_tag: str, sha: str, shift: timedelta, run: str) -> list[str] | None:
+        ci = dataclasses.replace(self.ci, event="tag", event_name="push", ref=TAGS + git_tag, sha=sha,
+                                 pr_number=None, base_ref="", run_id=run,
+                                 commit_time=(self.ci.commit_time or self.options.now) + shift)
+        options = dataclasses.replace(self.options, now=self.options.now + shift)
+        try:
+            return list(compute(self.rules, self.flavor, ci, options).tags)
+        except TagRuleError:
+            return None
 
-    @property
-    def shared(self) -> list[str]:
-        return list(self.ours.tags[1:])
+    def _stable(self, git_tag: str) -> list[str]:
+        """The tags our rules make for ``git_tag`` whatever the commit, the clock and the run."""
+        one = self._made(git_tag, "1" * 40, timedelta(0), "1")
+        two = self._made(git_tag, "2" * 40, timedelta(days=401, hours=7), "2")
+        return [t for t in one if t in two] if one and two else []
 
     def tags_of(self, tag: str) -> list[str]:
-        """What our rules tag for the release whose main tag is ``tag`` ([] when it is none): the git tag
-        is tried as spelt, then as its version part, bare and with ``v`` (a flavor prefix such as
-        ``app-`` is not in the git tag)."""
-        start = _version_start(tag) or 0
-        for git_tag in dict.fromkeys((tag, tag[start:], "v" + tag[start:])):
-            ci = dataclasses.replace(self.ci, event="tag", event_name="push", ref=TAGS + git_tag, sha="",
-                                     pr_number=None, base_ref="")
-            try:
-                made = list(compute(self.rules, self.flavor, ci, self.options).tags)
-            except TagRuleError:
-                continue
-            if made and made[0] == tag:
-                return made
-        return []
+        """What our rules tag for the release whose version tag is ``tag`` ([] when it is none): its git tag
+        spelt as ours (``v6.1.1`` → ``v6.2.0``), and ``tag`` must be the version tag that makes."""
+        key = self._tag_key(tag)
+        start = _version_start(tag)
+        if key is None or start is None:
+            return []
+        version = tag[start:]
+        suffix = self.flavor.suffix
+        if suffix and version.endswith(suffix):
+            version = version[:-len(suffix)]
+        made = self._stable(self._git_prefix + version)
+        return made if tag in made and order_key(version) == key else []
 
     def holders(self, repository_tags: Iterable[str]) -> dict[str, str]:
-        """Shared tag of ours -> the main tag of the newest newer release that claims it."""
+        """Shared tag of ours -> the version tag of the newest newer release that claims it."""
         if not self.active:
             return {}
         shared = set(self.shared)
         found: dict[str, tuple[tuple[Any, ...], str]] = {}
         for tag in repository_tags:
-            key = order_key(tag)
+            key = self._tag_key(tag)
             if key is None or tag in self.ours.tags or key <= self.key:   # type: ignore[operator]
                 continue
             theirs = self.tags_of(tag)
-            if not theirs:   # a shared tag of some release, or no release tag at all
+            if not theirs:   # a shared tag of some release, or no release's version tag at all
                 continue
             for claimed in shared.intersection(theirs):
                 if claimed not in found or key > found[claimed][0]:

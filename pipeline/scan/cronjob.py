@@ -4,8 +4,8 @@ Three documents, for ``kubectl apply -f``:
 
 * a **ConfigMap** with every file the rescan reads: the config, ``scan.exceptions_file``,
   ``scan.trivyignore``, each ``scan.vex`` document and a public key file. A path relative to where
-  the command runs lands under the job's working directory ``/work`` at the same relative path (so the
-  config is used as written); an absolute path is mounted at that path;
+  the command runs lands under the job's working directory ``/work`` at the same relative path, an
+  absolute path at that path, so the config is carried as written;
 * a **CronJob** at ``[rescan] schedule`` (UTC): ``python -m pipeline rescan`` in ``[rescan] image`` (or
   ``--image``), an image with this package, Trivy and (for ``--attest``) cosign. ``/work``, ``/tmp`` and
   any absolute ``scan.cache_dir`` are empty dirs, so the root file system stays read-only; the job runs
@@ -42,6 +42,7 @@ AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "A
 FILE_KEYS = ("cosign.key", "config.json")
 _KEY = re.compile(r"[^-._a-zA-Z0-9]+")
 _NAME = re.compile(r"[^a-z0-9-]+")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _dns_name(text: str) -> str:
@@ -49,15 +50,22 @@ def _dns_name(text: str) -> str:
     return name or "pipeline-rescan"
 
 
-def _in_pod(path: Path, cwd: Path) -> PurePosixPath:
-    """Where a config path is in the pod: relative paths under /work as here, absolute ones as they are."""
+def _in_pod(path: Path) -> PurePosixPath:
+    """Where a config path is in the pod: a relative one under /work as here, an absolute one where it is
+    (the config is carried as written, so it must find its files at the paths it names)."""
     raw = Path(path)
-    if not raw.is_absolute():
-        return WORKDIR / PurePosixPath(raw.as_posix())
-    try:
-        return WORKDIR / PurePosixPath(raw.resolve().relative_to(cwd.resolve()).as_posix())
-    except ValueError:
-        return PurePosixPath(raw.as_posix())
+    return PurePosixPath(raw.as_posix()) if raw.is_absolute() else WORKDIR / PurePosixPath(raw.as_posix())
+
+
+def _key(where: PurePosixPath, taken: set[str]) -> str:
+    """A ConfigMap key for the file at ``where`` (``[-._a-zA-Z0-9]``, at most 253), unique in ``taken``."""
+    import hashlib
+
+    key = (_KEY.sub("-", str(where).lstrip("/")).strip("-.") or "file")[-200:].lstrip("-.")
+    if key in taken:
+        key = f"{key}-{hashlib.sha256(str(where).encode()).hexdigest()[:8]}"
+    taken.add(key)
+    return key
 
 
 def files_to_carry(cfg: Config, config_path: Path) -> list[tuple[str, Path]]:
@@ -93,9 +101,13 @@ def _credential_env(reg: RegistryConfig) -> list[str]:
     return []
 
 
-def emit(cfg: Config, config_path: Path, cwd: Path, *, image: str | None, namespace: str | None,
+def emit(cfg: Config, config_path: Path, *, image: str | None, namespace: str | None,
          secret: str, registries: Sequence[str], attest: bool, name: str | None = None) -> str:
     """The ConfigMap and CronJob as YAML (see the module docstring)."""
+    for flag, value in (("--namespace", namespace), ("--secret", secret)):
+        if value is not None and not _DNS_LABEL.match(value):
+            raise UsageError(f"pipeline rescan --emit-cronjob {flag} {value}: not a Kubernetes name (lower-case"
+                             " letters, digits and '-', at most 63, starting and ending alphanumeric)")
     image = image or cfg.rescan.image
     if not image:
         raise UsageError("pipeline rescan --emit-cronjob: name the image the job runs: --image REF or [rescan] image"
@@ -106,13 +118,18 @@ def emit(cfg: Config, config_path: Path, cwd: Path, *, image: str | None, namesp
     carried = files_to_carry(cfg, config_path)
     data: dict[str, str] = {}
     mounts: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    placed: set[str] = set()
     for what, path in carried:
+        where = _in_pod(path)
+        if str(where) in placed:           # one file named by two settings: mounted once
+            continue
+        placed.add(str(where))
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{what}: {path}: cannot be read as text ({exc})") from None
-        where = _in_pod(path, cwd)
-        key = _KEY.sub("-", str(where).lstrip("/")).strip("-.") or "file"
+        key = _key(where, taken)
         data[key] = text
         mounts.append({"name": "files", "mountPath": str(where), "subPath": key, "readOnly": True})
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
@@ -152,7 +169,7 @@ def emit(cfg: Config, config_path: Path, cwd: Path, *, image: str | None, namesp
         if ref.kind == "file":
             volumes.append({"name": "signing-key", "secret": {"secretName": secret,
                                                                "items": [{"key": "cosign.key", "path": "cosign.key"}]}})
-            mounts.append({"name": "signing-key", "mountPath": str(_in_pod(Path(ref.value), cwd)),
+            mounts.append({"name": "signing-key", "mountPath": str(_in_pod(Path(ref.value))),
                            "subPath": "cosign.key", "readOnly": True})
             secret_keys.append("cosign.key (the signing key file)")
         elif ref.kind == "env":
@@ -160,12 +177,12 @@ def emit(cfg: Config, config_path: Path, cwd: Path, *, image: str | None, namesp
         if cfg.sign.password_env:
             from_secret(cfg.sign.password_env)
     cache = cfg.scan.cache_dir
-    if cache and Path(cache).is_absolute() and not _in_pod(Path(cache), cwd).is_relative_to(WORKDIR) \
-            and not PurePosixPath(cache).is_relative_to("/tmp"):
+    if cache and Path(cache).is_absolute() and not PurePosixPath(cache).is_relative_to("/tmp") \
+            and not PurePosixPath(cache).is_relative_to(WORKDIR):
         volumes.append({"name": "trivy-cache", "emptyDir": {}})
         writable.append({"name": "trivy-cache", "mountPath": cache})
 
-    config_in_pod = str(_in_pod(config_path, cwd))
+    config_in_pod = str(_in_pod(config_path))
     args = ["-m", "pipeline", "rescan", "--config", config_in_pod]
     for r in registries:
         args += ["--registry", r]

@@ -183,13 +183,8 @@ class Sign:
 
         with keys.temporary_dir() as tmp, ctx.registry_access() as access:
             work = Path(tmp)
-            signer = keys.signer(cfg.sign, ctx.env, cosign.Cosign())
-            runner = cosign.Cosign(dict(signer.env))      # we add no registry credentials: cosign asks no registry
-            verifying = keys.verifier(cfg.sign, ctx.env, major, work, runner=runner)
-            if cfg.sign.public_key:
-                self._check_pair(cfg.sign.public_key, signer, runner, work)
+            signer, runner, verifying, signing = signing_kit(cfg, ctx.env, major, work)
             sboms = _SBOMs(ctx, build, work, access)
-            signing = cosign.Signing(major, signer.key, cfg.sign.tlog_upload)
 
             def one(reg: RegistryConfig, repo: str) -> list[Signed]:
                 job = _Job(access.client(reg), reg, repo, layout, signing, verifying, runner, work)
@@ -244,6 +239,18 @@ class Sign:
             raise InfraError(f"sign.public_key: {public_key} is not the public key of sign.key ({signer.description});"
                              " nothing was signed")
 
+
+
+def signing_kit(config: Config, env: Mapping[str, str], major: int, work: Path,
+                ) -> tuple[keys.Signer, cosign.Cosign, cosign.Verifying, cosign.Signing]:
+    """The signer, a cosign that gets no registry credentials (it asks no registry), the verifier, and the
+    signing settings; a configured public key must belong to the signing key."""
+    signer = keys.signer(config.sign, env, cosign.Cosign())
+    runner = cosign.Cosign(dict(signer.env))
+    verifying = keys.verifier(config.sign, env, major, work, runner=runner)
+    if config.sign.public_key:
+        Sign._check_pair(config.sign.public_key, signer, runner, work)
+    return signer, runner, verifying, cosign.Signing(major, signer.key, config.sign.tlog_upload)
 
 
 def docker_reference(host: str, repo: str) -> str:
@@ -380,12 +387,7 @@ def attest_verdicts(config: Config, env: Mapping[str, str], access: Access, verd
     Unlike the sign stage (one attestation per kind by our key), each rescan that judged anew adds one;
     when a verified attestation already says the same (DB build, verdict, blocking findings) it is left
     at that. Returns what was attested or found, and (verdict, error) for what could not be."""
-    sign = config.sign
-    major = cosign.installed_major()
-    signer = keys.signer(sign, env, cosign.Cosign())
-    runner = cosign.Cosign(dict(signer.env))              # cosign asks no registry: no registry credentials
-    verifying = keys.verifier(sign, env, major, work, runner=runner)
-    signing = cosign.Signing(major, signer.key, sign.tlog_upload)
+    _, runner, verifying, signing = signing_kit(config, env, cosign.installed_major(), work)
     logger = log.get(stage="rescan")
 
     def one(v: Verdict) -> Signed | tuple[Verdict, str]:

@@ -60,9 +60,12 @@ class Verify:
         held: list[Check] = []
         with ctx.registry_access() as access:
             # a release of an older version may have put a shared tag back after our tag stage: settle
-            # once more, then a shared tag is checked against whoever holds it by right
-            yielded = Tagger(ctx, access, log.get(stage=self.name)).settle(
-                regs, {r.name: [] for r in regs}, {r.name: [] for r in regs}, rounds=1)
+            # once more, then a shared tag is checked against whoever holds it by right (a branch build
+            # has no rivals: last writer wins, and verify writes nothing)
+            tagger = Tagger(ctx, access, log.get(stage=self.name))
+            yielded: dict[str, dict[str, str]] = {r.name: {} for r in regs}
+            if tagger.claims.active:
+                yielded = tagger.settle(regs, {r.name: [] for r in regs}, {r.name: [] for r in regs}, rounds=1)
             for reg in regs:
                 client, repo = access.client(reg), reg.repository(cfg.image.name)
                 for tag, holder in sorted(yielded[reg.name].items()):

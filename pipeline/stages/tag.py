@@ -23,7 +23,7 @@ from pipeline.errors import InfraError, PolicyError
 from pipeline.metadata.tags import TagsOutput, claims_of
 from pipeline.stage import no_tags_reason
 from pipeline.stages.copy import CopyOutput
-from pipeline.tools.registry import Registry
+from pipeline.tools.registry import Registry, RegistryError
 
 #: (stage, config section whose ``enabled`` can turn it off; None: always on)
 GATES = (("build", "build"), ("scan", "scan"), ("staging", None), ("copy", "copy_"), ("sign", "sign"))
@@ -60,6 +60,8 @@ class Tagger:
         self.cfg, self.access, self.logger = ctx.config, access, logger
         self.digest, self.body, self.media = build.digest, build.index, build.media_type
         self.claims = claims_of(ctx)
+        self.env = ctx.env
+        self._verified: dict[tuple[str, str], bool] = {}
 
     def _where(self, reg_name: str) -> tuple[RegistryConfig, Registry, str]:
         reg = self.cfg.registry(reg_name)
@@ -84,49 +86,79 @@ class Tagger:
         return True
 
     def holders(self, reg_name: str) -> dict[str, tuple[str, str]]:
-        """Shared tag -> (main tag, digest) of the newest newer release in ``reg_name`` that claims it."""
+        """Shared tag -> (version tag, digest) of the newest newer release in ``reg_name`` that claims it.
+
+        A claimant counts only when its digest verifies with our key (with ``[sign] enabled``): a stray or
+        half-released version tag never receives our shared tags. A registry whose tags cannot be listed
+        (a token without list rights) keeps last-writer-wins, with a warning."""
         if not self.claims.active:
             return {}
-        _, client, repo = self._where(reg_name)
-        claimed = self.claims.holders(client.tags(repo))
-        digests = {}
+        reg, client, repo = self._where(reg_name)
+        try:
+            listed = client.tags(repo)
+        except RegistryError as exc:
+            self.logger.warning("tag.claims_unknown", registry=reg.name, error=str(exc)[:300],
+                                note="the tag list cannot be read: shared tags are written as ours")
+            return {}
+        claimed = self.claims.holders(listed)
+        digests: dict[str, str] = {}
         for main in set(claimed.values()):
             head = client.manifest_head(repo, main)
-            if head is not None:
+            if head is not None and self._release_of_ours(reg, repo, main, head.digest):
                 digests[main] = head.digest
         return {tag: (main, digests[main]) for tag, main in claimed.items() if main in digests}
 
+    def _release_of_ours(self, reg: RegistryConfig, repo: str, main: str, digest: str) -> bool:
+        if not self.cfg.sign.enabled:
+            return True
+        key = (reg.name, digest)
+        if key not in self._verified:
+            from pipeline.sign.verification import Target, verify
+
+            report = verify(self.cfg, self.env, [Target(reg, repo, digest)], expected=digest)
+            self._verified[key] = report.ok
+            if not report.ok:
+                self.logger.warning("tag.holder_unverified", registry=reg.name, ref=f"{reg.url}/{repo}:{main}",
+                                    digest=digest, reason=report.failure_message()[:300],
+                                    note="not a release of ours: it gets none of our shared tags")
+        return self._verified[key]
+
     def settle(self, targets: Sequence[RegistryConfig], written: dict[str, list[str]],
-               present: dict[str, list[str]], *, rounds: int = 2) -> dict[str, dict[str, str]]:
+               present: dict[str, list[str]], *, rounds: int = 6) -> dict[str, dict[str, str]]:
         """Put every shared tag where it belongs; returns registry -> tag -> newer release holding it.
 
-        A second round only when the first moved a shared tag to us: a release that read the tag list
-        before a newer one wrote its main tag may have put a shared tag back after that newer release did;
-        the newer main tag is in the list by then (it is written before any shared tag), so one more look
-        settles it."""
+        Round after round until one writes nothing (at most ``rounds``): a release that read the tag list
+        before a newer one wrote its version tag may have put a shared tag back after that newer release
+        did; the newer version tag is listed by then (it is written before any shared tag), so the next
+        look sees it. Registries whose tag lists lag behind writes can still end a race wrong; the verify
+        stage settles once more."""
         shared = self.claims.shared
         yielded: dict[str, dict[str, str]] = {r.name: {} for r in targets}
         if not shared or not targets:
             return yielded
         moved_to_us: dict[str, set[str]] = {r.name: set() for r in targets}
         with ThreadPoolExecutor(max_workers=self.cfg.copy_.concurrency) as pool:
-            for round_ in range(rounds):
+            for _ in range(rounds if self.claims.active else 1):
                 holders = dict(zip((r.name for r in targets), pool.map(self.holders, (r.name for r in targets))))
                 jobs = {(name, tag): pool.submit(self.put, name, tag, held.get(tag))
                         for name, held in holders.items() for tag in shared}
                 moved = False
                 for (name, tag), future in jobs.items():
-                    wrote = future.result()
+                    moved |= future.result()
                     if tag in holders[name]:
                         yielded[name][tag] = holders[name][tag][0]
                         moved_to_us[name].discard(tag)
                     else:
                         yielded[name].pop(tag, None)
-                        if wrote:
+                        if future.result():
                             moved_to_us[name].add(tag)
-                            moved = True
-                if not (moved and self.claims.active):
+                if not moved:
                     break
+            else:
+                if self.claims.active:
+                    self.logger.warning("tag.unsettled", rounds=rounds,
+                                        note="shared tags still moved after the last round: another release is"
+                                             " tagging at the same time; its verify stage settles them")
         for name in yielded:
             for tag in shared:
                 if tag in yielded[name]:
@@ -167,13 +199,15 @@ class Tag:
         present: dict[str, list[str]] = {r.name: [] for r in targets}
         with ctx.registry_access() as access:
             tagger = Tagger(ctx, access, logger)
-            # the main tag (6.1.0) first in every registry: a newer release's claims are visible before a
-            # shared tag (6.1, latest) moves; then the shared tags, then once more, because a release that
-            # decided on an older tag list may have written after a newer one (see metadata.claims)
+            # this build's own tags (6.1.0, sha-…) first in every registry: a newer release's claims are
+            # visible before a shared tag (6.1, latest) moves; then the shared tags, round after round,
+            # because a release that decided on an older tag list may write after a newer one
+            # (see metadata.claims)
             with ThreadPoolExecutor(max_workers=cfg.copy_.concurrency) as pool:
-                firsts = {r.name: pool.submit(tagger.put, r.name, tagger.claims.main) for r in targets}
-                for name, future in firsts.items():
-                    (written if future.result() else present)[name].append(tagger.claims.main)
+                firsts = {(r.name, tag): pool.submit(tagger.put, r.name, tag) for r in targets
+                          for tag in tagger.claims.own}
+                for (name, tag), future in firsts.items():
+                    (written if future.result() else present)[name].append(tag)
             yielded = tagger.settle(targets, written, present)
         if failed:  # best-effort: tags went where the copy worked; the release still fails
             raise InfraError(f"tagged in {', '.join(written) or 'no registry'}; copy failed for "

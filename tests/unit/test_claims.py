@@ -28,7 +28,7 @@ def test_semver_precedence_orders_releases_after_their_prereleases_and_numbers_b
 def test_a_backport_yields_latest_and_the_major_to_the_newer_release_but_keeps_its_minor():
     c = claims("refs/tags/v6.1.1")
     assert c.active and c.main == "6.1.1"
-    assert set(c.shared) == {"6.1", "6", "latest", "sha-860c190"}
+    assert set(c.shared) == {"6.1", "6", "latest"} and c.own == ["6.1.1", "sha-860c190"]   # the commit's tag is ours
     held = c.holders(["6.0.0", "6.1.0", "6.1", "6", "6.2.0", "6.2", "latest", "7.0.0-rc.1", "sha-abcdef0"])
     # 6.2.0 claims 6 and latest; the prerelease 7.0.0-rc.1 claims only itself; nobody claims our sha tag
     assert held == {"6": "6.2.0", "latest": "6.2.0"}
@@ -50,3 +50,25 @@ def test_a_branch_build_or_a_single_tag_has_no_rivals():
     assert not claims("refs/heads/main", ["type=ref,event=branch", "type=raw,value=latest"]).active
     only = claims("refs/tags/v1.0.0", ["type=semver,pattern={{version}}"], flavor=["latest=false"])
     assert not only.active and only.holders(["2.0.0"]) == {}
+
+
+def test_tags_from_the_commit_or_the_clock_are_this_builds_own_and_never_yielded():
+    c = claims("refs/tags/v6.1.1", SEMVER + ["type=raw,value={{date 'YYYYMMDD'}}", "type=raw,value=git-{{sha}}"])
+    assert set(c.own) == {"6.1.1", "sha-860c190", "20200110", "git-860c190"}
+    assert c.holders(["6.2.0"]) == {"6": "6.2.0", "latest": "6.2.0"}
+
+
+def test_the_version_tag_is_found_whatever_the_rule_order_and_with_a_flavor_suffix():
+    minor_first = claims("refs/tags/v6.1.1", ["type=semver,pattern={{major}}.{{minor}}",
+                                              "type=semver,pattern={{version}}"])
+    assert minor_first.main == "6.1.1" and minor_first.own[0] == "6.1.1"
+    assert minor_first.holders(["6.2.0", "6.1.0"]) == {"latest": "6.2.0"}
+    alpine = claims("refs/tags/v6.1.1", SEMVER, flavor=["suffix=-alpine"])
+    assert alpine.main == "6.1.1-alpine"
+    assert alpine.holders(["6.2.0-alpine", "7.0.0"]) == {"6-alpine": "6.2.0-alpine", "latest": "6.2.0-alpine"}
+
+
+def test_only_tags_spelt_as_our_release_tags_count_a_stray_version_tag_claims_nothing():
+    c = claims("refs/tags/v6.1.0", ["type=ref,event=tag"], flavor=["latest=true"])
+    assert c.main == "v6.1.0" and c.shared == ["latest"]
+    assert c.holders(["v6.2.0", "6.2.0", "99.0.0"]) == {"latest": "v6.2.0"}

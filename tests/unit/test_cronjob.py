@@ -90,7 +90,7 @@ def test_the_cronjob_carries_the_files_at_their_relative_paths_and_reads_credent
     assert "kubectl create secret generic pipeline-rescan" in out and "--from-file=cosign.key=PATH" in out
 
 
-def test_without_attest_no_signing_material_and_a_missing_vex_file_is_named(tmp_path):
+def test_without_attest_no_signing_material_and_a_missing_vex_file_is_named(tmp_path, monkeypatch):
     code, out, _ = _emit(tmp_path)
     assert code == 0
     _, job = list(yaml.safe_load_all(out))
@@ -98,13 +98,10 @@ def test_without_attest_no_signing_material_and_a_missing_vex_file_is_named(tmp_
     assert "--attest" not in c["args"] and "COSIGN_PASSWORD" not in out
     assert all(m["name"] != "signing-key" for m in c["volumeMounts"])
     (tmp_path / "security" / "app.vex.json").unlink()
-    os.chdir(tmp_path)
-    try:
-        out2, err2 = io.StringIO(), io.StringIO()
-        code = main(["rescan", "--config", "config/pipeline.toml", "--emit-cronjob"],
-                    env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}, stdout=out2, stderr=err2)
-    finally:
-        os.chdir(Path(__file__).parent)
+    monkeypatch.chdir(tmp_path)
+    out2, err2 = io.StringIO(), io.StringIO()
+    code = main(["rescan", "--config", "config/pipeline.toml", "--emit-cronjob"],
+                env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}, stdout=out2, stderr=err2)
     assert code == 2 and "scan.vex[0]: security/app.vex.json" in err2.getvalue(), err2.getvalue()
 
 
@@ -118,3 +115,38 @@ def test_attest_with_keyless_signing_is_refused_naming_the_key(tmp_path, keyless
     code = main(["rescan", "--config", str(tmp_path / "config" / "pipeline.toml"), "--emit-cronjob", "--attest"],
                 env={"PATH": os.environ.get("PATH", "")}, stdout=io.StringIO(), stderr=err)
     assert code == 2 and "[sign] key" in err.getvalue(), err.getvalue()
+
+
+def test_absolute_paths_stay_where_the_config_names_them_and_one_file_is_mounted_once(tmp_path):
+    shared = tmp_path / "config" / "scan-exceptions.toml"
+    text = CONFIG.replace('exceptions_file = "config/scan-exceptions.toml"', f'exceptions_file = "{shared}"')
+    text = text.replace('vex = ["security/app.vex.json"]', 'vex = ["security/app.vex.json"]\ntrivyignore = '
+                        '"config/scan-exceptions.toml"')
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "pipeline.toml").write_text(text)
+    code, out, err = _emit(tmp_path, "--namespace", "Bad_Name")
+    assert code == 2 and "--namespace Bad_Name" in err, err
+    (tmp_path / "config" / "pipeline.toml").write_text(text)
+    _, job = list(yaml.safe_load_all(_emit_written(tmp_path, text)))
+    (c,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    paths = [m["mountPath"] for m in c["volumeMounts"]]
+    assert len(paths) == len(set(paths)), paths                      # Kubernetes wants them unique
+    assert str(shared) in paths and "/work/config/scan-exceptions.toml" in paths
+
+
+def _emit_written(tmp: Path, text: str) -> str:
+    """_emit, but with this config text (the helper writes its own)."""
+    out, err = io.StringIO(), io.StringIO()
+    old = Path.cwd()
+    os.chdir(tmp)
+    try:
+        (tmp / "config" / "pipeline.toml").write_text(text)
+        (tmp / "security").mkdir(exist_ok=True)
+        (tmp / "security" / "app.vex.json").write_text("{}\n")
+        (tmp / "config" / "scan-exceptions.toml").write_text("# none\n")
+        assert main(["rescan", "--config", "config/pipeline.toml", "--emit-cronjob"],
+                    env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp)}, stdout=out, stderr=err) == 0, \
+            err.getvalue()
+    finally:
+        os.chdir(old)
+    return out.getvalue()
