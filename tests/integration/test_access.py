@@ -286,7 +286,7 @@ def test_pull_secret_lets_plain_docker_pull_the_release(released, own, tmp_path)
         assert pulled.returncode == 0, pulled.stderr
         inspect = subprocess.run(["docker", "image", "inspect", image, "--format", "{{json .RepoDigests}}"],
                                  capture_output=True, text=True, timeout=60)
-        assert manifest["digest"] in inspect.stdout
+        assert manifest["digest"] in inspect.stdout, (inspect.stdout, inspect.stderr, pulled.stdout)
     finally:
         subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True, timeout=120)
     shutil.rmtree(dockercfg)

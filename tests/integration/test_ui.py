@@ -85,16 +85,30 @@ def test_the_served_page_lists_filters_details_and_deletes_only_what_is_safe(tmp
     assert project.run_process(["keygen", "--output", str(tmp_path / "keys" / "release")], env,
                                tmp_path).returncode == 0
     name = f"served/app{secrets.token_hex(3)}"
-    lifecycle = f'[lifecycle]\nenabled = true\nkeep_candidates = 1\nrelease_manifests = ["{tmp_path}/dist/release.json"]\n'
+    lifecycle = f"""
+[lifecycle]
+enabled = true
+keep_candidates = 0
+release_manifests = ["{tmp_path}/dist/release.json"]
+[[lifecycle.rules]]
+rulePriority = 1
+description = "old candidates"
+selection.tagStatus = "tagged"
+selection.tagPatternList = ["candidate-*"]
+selection.countType = "sinceImagePushed"
+selection.countUnit = "days"
+selection.countNumber = 30
+action.type = "expire"
+"""
     cfg = project.write_project(tmp_path, registries, offline_base, name=name, dockerfile=DOCKERFILE,
-                                release=("ecr", "hub"), staging="ecr",
+                                release=("ecr", "hub"), staging="hub",      # hub: the one that deletes
                                 sign=f'key = "{tmp_path / "keys" / "release.key"}"\ntlog_upload = false\nsbom = false',
                                 extra=lifecycle)
     released = project.run_process(["release", "--config", str(cfg), "--format", "json"], env, tmp_path)
     assert released.returncode == 0, released.stderr[-4000:]
     digest = json.loads(released.stdout)["digest"]
     staging_repo = json.loads(released.stdout)["candidate"]["repository"]
-    with _client(registries["ecr"]) as c:
+    with _client(registries["hub"]) as c:
         old = ImageGen(c, staging_repo).manifest(created=datetime.now(timezone.utc) - timedelta(days=40))
         ImageGen(c, staging_repo).tag(old, OLD_CANDIDATE)
 
@@ -106,7 +120,8 @@ def test_the_served_page_lists_filters_details_and_deletes_only_what_is_safe(tmp
             rows = _rows(b)
             where = {(r["registry"], r["repository"]) for r in rows if r["digest"] == digest}
             assert {("ecr", name), ("hub", name)} <= where, rows        # the release, in both registries
-            assert any(r["digest"] == old.digest for r in rows)
+            assert b.eval(f"document.querySelector('tr[data-digest=\"{old.digest}\"]').getAttribute('data-verdict')")\
+                == "expire"                                          # the lifecycle rules expire the old candidate
             # the filter narrows the rows to the old candidate
             b.eval(f"var q=document.getElementById('filter');q.value='{OLD_CANDIDATE}';"
                    "q.dispatchEvent(new Event('input'));true")
@@ -132,12 +147,16 @@ def test_the_served_page_lists_filters_details_and_deletes_only_what_is_safe(tmp
             refused = b.wait_for("document.documentElement.getAttribute('data-error')")
             assert "signed" in refused, refused
             # Delete on the expired candidate removes it
+            b.eval("document.documentElement.removeAttribute('data-error');true")
             b.eval(f"document.querySelector('tr[data-digest=\"{old.digest}\"] button.delete').click();true")
-            b.wait_for(f"document.documentElement.getAttribute('data-live') && "
-                       f"!document.querySelector('tr[data-digest=\"{old.digest}\"]')", timeout=120)
+            gone = (f"document.documentElement.getAttribute('data-live') && "
+                    f"!document.querySelector('tr[data-digest=\"{old.digest}\"]')")
+            outcome = b.wait_for(f"({gone}) ? 'gone' : document.documentElement.getAttribute('data-error')",
+                                 timeout=120)
+            assert outcome == "gone", outcome
         # independently: the candidate is gone from staging, the release is where it was
-        assert OLD_CANDIDATE not in project.http_tags(registries["ecr"], staging_repo)
-        assert project.http_manifest(registries["ecr"], staging_repo, old.digest) is None
+        assert OLD_CANDIDATE not in project.http_tags(registries["hub"], staging_repo)
+        assert project.http_manifest(registries["hub"], staging_repo, old.digest) is None
         for r in ("ecr", "hub"):
             assert "4.2.0" in project.http_tags(registries[r], name)
             assert project.http_manifest(registries[r], name, digest) is not None
