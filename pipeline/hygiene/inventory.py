@@ -65,6 +65,7 @@ class Entry:
     rule: str | None = None
     reason: str = ""
     attachments: tuple[str, ...] = ()
+    attachment_digests: tuple[str, ...] = ()   # what the cached verdicts are keyed by (a tag keeps its name)
 
     def age_days(self, now: datetime) -> float | None:
         return None if self.pushed_at is None else (now - self.pushed_at).total_seconds() / 86400
@@ -215,6 +216,8 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
                                   scanned_source=scanned_source, pushed_at=r.pushed_at, age_source=r.age_source,
                                   approximate=r.approximate, verdict=r.verdict, rule=r.rule, reason=r.reason,
                                   attachments=r.attachments)
+                        e.attachment_digests = tuple(sorted({a.digest for a in atts}
+                                                            | {d for a in atts for d in a.referrers}))
                         if any(a.predicates.get(hygiene.VULN_PREDICATE) for a in atts):
                             attested.append((e, reg, t.repository, list(img.platforms.values()) or [img.digest]))
                         if _has_signature(atts, img.digest):
@@ -249,7 +252,7 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
 
     def one(item: tuple[Entry, str]) -> None:
         e, ref = item
-        key = ("signature", ref, e.attachments)
+        key = ("signature", ref, e.attachment_digests)
         if key in cache:
             e.signed, e.signed_detail = cache[key]
             return
@@ -293,10 +296,13 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
 
     def one(item: tuple[Entry, RegistryConfig, str, list[str]]) -> None:
         e, reg, repo, manifests = item
-        key = ("vuln", reg.name, repo, tuple(manifests), e.attachments)
-        if key not in cache:
-            cache[key] = newest_of(reg, repo, manifests)
-        newest = cache[key]
+        key = ("vuln", reg.name, repo, tuple(manifests), e.attachment_digests)
+        newest = cache.get(key)
+        if newest is None:
+            newest = newest_of(reg, repo, manifests)
+            if newest is None:          # could not be read: asked again next time
+                return
+            cache[key] = newest
         if not newest:
             return
         e.scanned = "fail" if any(r.verdict != "pass" for r in newest) else "pass"
@@ -307,8 +313,9 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
                 e.scan_counts[severity] = max(n, e.scan_counts.get(severity, 0))
         e.scanned_source = f"{newest[0].source} vuln attestation, verified"
 
-    def newest_of(reg: RegistryConfig, repo: str, manifests: list[str]) -> list[vulnrecord.Record]:
-        """The newest verified verdict of each platform; [] unless every platform has one."""
+    def newest_of(reg: RegistryConfig, repo: str, manifests: list[str]) -> list[vulnrecord.Record] | None:
+        """The newest verified verdict of each platform; [] unless every platform has one; None when the
+        registry or cosign could not be asked."""
         client = access.client(reg)
         newest: list[vulnrecord.Record] = []
         try:
@@ -325,7 +332,7 @@ def _read_verdicts(config: Config, env: Mapping[str, str], access: Access,
         except PipelineError as exc:
             log.get("inventory").warning("inventory.verdict_unread", registry=reg.name, repository=repo,
                                          error=str(exc)[:300])
-            return []
+            return None
         return newest
 
     with ThreadPoolExecutor(max_workers=VERIFY_CONCURRENCY) as pool:

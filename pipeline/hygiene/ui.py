@@ -1,26 +1,30 @@
 """``pipeline inventory --serve``: the inventory as a live page, with safe deletes.
 
 The page is the static inventory page (:func:`pipeline.hygiene.inventory.render_html`: the same table,
-filter and sorting) rendered from a fresh walk, plus a live layer: a Refresh button (the registries are
-read again, cosign's verdicts cached per digest and attachments), a detail view per image (index →
+filter and sorting) rendered from the last walk, plus a live layer: a Refresh button (the registries are
+read again, cosign's verdicts cached per digest and set of attachments), a detail view per image (index →
 platforms, attachments, labels, base image, from ``/api/image``), and, with ``[lifecycle] enabled =
 true``, a Delete button per image and "apply the lifecycle preview" per repository.
 
 Deletes go through the prune engine (:func:`pipeline.hygiene.prune.run`): preflight (a registry that
 cannot delete deletes nothing), platform manifests of kept indexes and the attachments of kept images
-protected, the repository listed again afterwards. An image whose signature verifies and that the
-lifecycle rules keep is refused: a signed release is not deleted by one click.
+protected, the repository listed again afterwards. The choice is judged on a fresh walk: an image is
+deleted when the rules expire it or it has no signature at all; one that is signed (or whose signature
+could not be checked) and that the rules keep is refused, so a signed release is not deleted by one click.
 
 Who may ask:
 
 * bound to a loopback address (the default, 127.0.0.1), any local request, whose ``Host`` must be a
   loopback name (so a web page elsewhere cannot reach it by DNS rebinding);
 * bound elsewhere, only with the token from the environment variable ``--token-env`` (never from the
-  config): ``Authorization: Bearer <token>``, or the page's cookie set by opening ``/?token=<token>``
-  once. Without a token variable set the server does not start.
+  config): ``Authorization: Bearer <token>``, or a session cookie (random, never the token; HttpOnly,
+  SameSite=Strict, named per server) that opening ``/?token=<token>`` once sets. Without a token variable
+  set the server does not start.
 
-Every state-changing request is a POST with the per-session CSRF token (in the page) in ``X-CSRF-Token``
-and a JSON body; anything else changes nothing. No registry credential is ever sent to the browser:
+Every request that changes something or makes the server walk the registries (refresh, delete, apply) is
+a POST with the per-server CSRF token (in the page) in ``X-CSRF-Token`` and a JSON body; a GET only reads
+the last walk. The page's scripts run under a per-response CSP nonce, so no markup a registry sends (a
+tag, a label, a platform) can run script, and every value is escaped. No registry credential is ever sent to the browser:
 the page and the JSON carry only what the inventory shows.
 """
 
@@ -78,6 +82,8 @@ class App:
         self.bind, self.token = bind, token
         self.workdir = workdir
         self.csrf = secrets.token_urlsafe(24)
+        self.sessions: set[str] = set()
+        self.cookie = f"{COOKIE}_{secrets.token_hex(4)}"   # per server: other ports' cookies never match
         self.state = State()
         self.logger = log.get("inventory")
 
@@ -118,16 +124,23 @@ class App:
             return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
     def _refused(self, r: Request) -> Response | None:
-        host = urlsplit("//" + r.headers.get("host", "")).hostname or ""
+        try:
+            host = urlsplit("//" + r.headers.get("host", "")).hostname or ""
+        except ValueError:                     # "[::1" and the like: no host we know
+            host = ""
         if self.token is None:
             if not is_loopback(host):          # DNS rebinding: a foreign name that resolves to 127.0.0.1
                 return Response(403, b"this page answers only to a loopback host name\n")
             return None
         given = r.headers.get("authorization", "")
         bearer = given[7:] if given.lower().startswith("bearer ") else None
-        for candidate in (bearer, r.cookie(COOKIE), r.query.get("token")):
+        opening = r.query.get("token") if r.path == "/" else None
+        for candidate in (bearer, opening):
             if candidate and hmac.compare_digest(candidate.encode(), self.token.encode()):
                 return None
+        session = r.cookie(self.cookie)
+        if session and any(hmac.compare_digest(session.encode(), s.encode()) for s in list(self.sessions)):
+            return None
         self.logger.warning("inventory.refused", client=r.client, path=r.path, reason="no or wrong token")
         return Response(401, b"a token is needed: open /?token=<the token> or send Authorization: Bearer\n",
                         headers={"WWW-Authenticate": 'Bearer realm="pipeline inventory"'})
@@ -135,17 +148,19 @@ class App:
     def _route(self, r: Request) -> Response:
         if r.method in ("GET", "HEAD"):
             if r.path == "/":
-                if "token" in r.query and self.token:          # put it in a cookie, keep it out of the address bar
-                    return Response(303, headers={"Location": "/", "Set-Cookie":
-                                                  f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"})
-                inv = self.refresh() if r.query.get("refresh") else self.current()
-                return Response(200, self.page(inv).encode(), "text/html; charset=utf-8",
-                                {"Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline';"
+                if "token" in r.query and self.token:   # a session cookie (never the token), the address cleaned
+                    session = secrets.token_urlsafe(24)
+                    self.sessions.add(session)
+                    return Response(303, headers={"Location": "/", "Referrer-Policy": "no-referrer", "Set-Cookie":
+                                                  f"{self.cookie}={session}; HttpOnly; SameSite=Strict; Path=/"})
+                nonce = secrets.token_urlsafe(16)
+                return Response(200, self.page(self.current(), nonce).encode(), "text/html; charset=utf-8",
+                                {"Content-Security-Policy": f"default-src 'none'; script-src 'nonce-{nonce}';"
                                  " style-src 'unsafe-inline'; img-src data:; connect-src 'self'; form-action 'none';"
-                                 " frame-ancestors 'none'", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})
+                                 " base-uri 'none'; frame-ancestors 'none'", "X-Frame-Options": "DENY",
+                                 "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"})
             if r.path == "/api/inventory":
-                inv = self.refresh() if r.query.get("refresh") else self.current()
-                return _json(inv.to_dict())
+                return _json(self.current().to_dict())
             if r.path == "/api/image":
                 return self.detail(r.query.get("registry", ""), r.query.get("repository", ""),
                                    r.query.get("digest", ""))
@@ -163,6 +178,9 @@ class App:
             return _json({"error": "the body is not JSON"}, 400)
         if not isinstance(body, dict):
             return _json({"error": "the body is not a JSON object"}, 400)
+        if r.path == "/api/refresh":             # a POST: a page elsewhere cannot make the server walk
+            inv = self.refresh()
+            return _json({"images": len(inv.entries), "generated": inv.now.isoformat()})
         if r.path == "/api/delete":
             return self.delete(str(body.get("registry", "")), str(body.get("repository", "")),
                                str(body.get("digest", "")))
@@ -178,13 +196,16 @@ class App:
                               " enabled = true to delete from it")
 
     def delete(self, registry: str, repository: str, digest: str) -> Response:
+        """One image, judged on a fresh walk: deleted when the rules expire it or it has no signature at all;
+        a signed image, or one whose signature could not be checked, the rules keep is refused."""
         self._lifecycle_on()
+        self.refresh()
         e = self.entry(registry, repository, digest)
         if e is None:
             return _json({"error": f"{registry}: {repository}@{digest} is not in the inventory (refresh the page)"}, 404)
-        if e.signed == "signed" and e.verdict == "keep":
-            return _json({"error": f"{registry}: {repository}@{digest[:19]} is signed and the lifecycle rules keep"
-                                   " it; it is not deleted from the page"}, 409)
+        if e.verdict != "expire" and e.signed != "unsigned":
+            return _json({"error": f"{registry}: {repository}@{digest[:19]} is {e.signed} and the lifecycle rules"
+                                   " keep it; it is not deleted from the page"}, 409)
         return self._prune(registry, repository, digest)
 
     def apply(self, registry: str, repository: str) -> Response:
@@ -198,6 +219,11 @@ class App:
         self.logger.info("inventory.deleted", registry=registry, repository=repository, digest=digest or "(rules)",
                          deleted=sum(1 for d in report.deleted if d.outcome == "deleted"), failed=len(report.failed))
         self.refresh()
+        done = [d for d in report.deleted if d.outcome in ("deleted", "gone")]
+        if digest is not None and not any(d.digest == digest for d in done) and not report.failed:
+            row = next((row for p in report.plans for row in p.rows if row.digest == digest), None)
+            return _json({"error": f"{registry}: {repository}@{digest[:19]} was not deleted: "
+                                   f"{row.reason if row else 'the prune engine keeps it'}"}, 409)
         return _json({"deleted": [d.to_dict() for d in report.deleted], "leftovers": report.leftovers,
                       "hints": report.hints, "failed": len(report.failed)}, 200 if not report.failed else 502)
 
@@ -205,7 +231,10 @@ class App:
 
     def detail(self, registry: str, repository: str, digest: str) -> Response:
         from pipeline.access.registries import Access
-        from pipeline.tools.registry import INDEX_TYPES
+        from pipeline.tools.registry import INDEX_TYPES, is_digest
+
+        if not is_digest(digest):
+            return _json({"error": f"digest: '{digest[:80]}' is not a sha256 digest"}, 400)
 
         e = self.entry(registry, repository, digest)
         if e is None:
@@ -229,10 +258,11 @@ class App:
                                          "size": m.get("size"), "attestation": kind == "attestation-manifest"})
                 if first is None and kind != "attestation-manifest":
                     first = m.get("digest")
+            first = first if isinstance(first, str) and is_digest(first) else None
             manifest = top if manifests is None else json.loads(client.manifest_get(repository, first)[0]) \
                 if first else {}
             config_digest = (manifest.get("config") or {}).get("digest")
-            if config_digest:
+            if isinstance(config_digest, str) and is_digest(config_digest):
                 blob = json.loads(client.blob_get(repository, config_digest))
                 out["labels"] = dict((blob.get("config") or {}).get("Labels") or {})
             out["size"] = sum(int(x.get("size", 0)) for x in manifest.get("layers") or [])
@@ -243,8 +273,8 @@ class App:
 
     # -- the page
 
-    def page(self, inv: inventory.Inventory) -> str:
-        static = inventory.render_html(inv)
+    def page(self, inv: inventory.Inventory, nonce: str) -> str:
+        static = inventory.render_html(inv).replace("<script", f'<script nonce="{nonce}"')
         live = LIVE_JS.replace("__ACTIONS__", "true" if self.config.lifecycle.enabled else "false")
         head = (f'<meta name="csrf-token" content="{html.escape(self.csrf, quote=True)}">'
                 f'<style>{LIVE_CSS}</style>')
@@ -254,7 +284,7 @@ class App:
                '<div id="detail-body"></div></dialog>')
         static = static.replace("</head>", head + "</head>", 1)
         static = static.replace('<span id="js-status"', bar + '<span id="js-status"', 1)
-        return static.replace("</body>", f"<script>{live}</script></body>", 1)
+        return static.replace("</body>", f'<script nonce="{nonce}">{live}</script></body>', 1)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -274,9 +304,11 @@ LIVE_JS = """
   var csrf=document.querySelector('meta[name=csrf-token]').content, actions=__ACTIONS__;
   var status=document.getElementById('live-status');
   function say(t,bad){status.textContent=t;status.className=bad?'error':'small';}
-  function esc(s){var d=document.createElement('div');d.textContent=String(s);return d.innerHTML;}
+  function esc(s){return String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;')
+    .replace(/"/g,'&quot;').replace(/'/g,'&#39;');}
   document.getElementById('refresh').addEventListener('click',function(){
-    say('reading the registries…');location.href='/?refresh=1';});
+    say('reading the registries…');post('/api/refresh',{}).then(function(){location.href='/';})
+      .catch(function(err){say(err.message,true);});});
   function post(path,body){
     return fetch(path,{method:'POST',credentials:'same-origin',headers:{'Content-Type':'application/json',
       'X-CSRF-Token':csrf},body:JSON.stringify(body)}).then(function(r){

@@ -504,7 +504,7 @@ def plan(snap: Snapshot, policy: lifecycle.Policy, now: datetime, *, chosen: str
         groups.append((img.digest, _dedupe(group, scheduled)))
     orphans: dict[str, list[Attachment]] = {}
     for a in snap.attachments:
-        if a.subject_present is False and a.digest not in protected:
+        if a.subject_present is False and a.digest not in protected and chosen is None:   # one image: only it
             orphans.setdefault(a.subject, []).append(a)
     for subject, atts in sorted(orphans.items()):
         for a in atts:

@@ -106,12 +106,12 @@ class Claims:
         made = self._stable(self._git_prefix + version)
         return made if tag in made and order_key(version) == key else []
 
-    def holders(self, repository_tags: Iterable[str]) -> dict[str, str]:
-        """Shared tag of ours -> the version tag of the newest newer release that claims it."""
+    def claimants(self, repository_tags: Iterable[str]) -> dict[str, list[str]]:
+        """Shared tag of ours -> the version tags of every newer release that claims it, newest first."""
         if not self.active:
             return {}
         shared = set(self.shared)
-        found: dict[str, tuple[tuple[Any, ...], str]] = {}
+        found: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
         for tag in repository_tags:
             key = self._tag_key(tag)
             if key is None or tag in self.ours.tags or key <= self.key:   # type: ignore[operator]
@@ -120,6 +120,9 @@ class Claims:
             if not theirs:   # a shared tag of some release, or no release's version tag at all
                 continue
             for claimed in shared.intersection(theirs):
-                if claimed not in found or key > found[claimed][0]:
-                    found[claimed] = (key, tag)
-        return {claimed: holder for claimed, (_, holder) in found.items()}
+                found.setdefault(claimed, []).append((key, tag))
+        return {claimed: [t for _, t in sorted(c, reverse=True)] for claimed, c in found.items()}
+
+    def holders(self, repository_tags: Iterable[str]) -> dict[str, str]:
+        """Shared tag of ours -> the version tag of the newest newer release that claims it."""
+        return {claimed: ranked[0] for claimed, ranked in self.claimants(repository_tags).items()}

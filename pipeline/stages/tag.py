@@ -62,6 +62,7 @@ class Tagger:
         self.claims = claims_of(ctx)
         self.env = ctx.env
         self._verified: dict[tuple[str, str], bool] = {}
+        self._heads: dict[tuple[str, str], str | None] = {}   # (registry, version tag) -> digest, per round
 
     def _where(self, reg_name: str) -> tuple[RegistryConfig, Registry, str]:
         reg = self.cfg.registry(reg_name)
@@ -97,16 +98,27 @@ class Tagger:
         try:
             listed = client.tags(repo)
         except RegistryError as exc:
+            if exc.status not in (401, 403):
+                raise
             self.logger.warning("tag.claims_unknown", registry=reg.name, error=str(exc)[:300],
-                                note="the tag list cannot be read: shared tags are written as ours")
+                                note="these credentials may not list tags: shared tags are written as ours")
             return {}
-        claimed = self.claims.holders(listed)
-        digests: dict[str, str] = {}
-        for main in set(claimed.values()):
+        out: dict[str, tuple[str, str]] = {}
+        for tag, ranked in self.claims.claimants(listed).items():
+            for main in ranked:                 # the newest claimant that is a release of ours
+                digest = self._holder_digest(reg, client, repo, main)
+                if digest is not None:
+                    out[tag] = (main, digest)
+                    break
+        return out
+
+    def _holder_digest(self, reg: RegistryConfig, client: Registry, repo: str, main: str) -> str | None:
+        key = (reg.name, main)
+        if key not in self._heads:
             head = client.manifest_head(repo, main)
-            if head is not None and self._release_of_ours(reg, repo, main, head.digest):
-                digests[main] = head.digest
-        return {tag: (main, digests[main]) for tag, main in claimed.items() if main in digests}
+            self._heads[key] = head.digest if head is not None and \
+                self._release_of_ours(reg, repo, main, head.digest) else None
+        return self._heads[key]
 
     def _release_of_ours(self, reg: RegistryConfig, repo: str, main: str, digest: str) -> bool:
         if not self.cfg.sign.enabled:
@@ -139,6 +151,7 @@ class Tagger:
         moved_to_us: dict[str, set[str]] = {r.name: set() for r in targets}
         with ThreadPoolExecutor(max_workers=self.cfg.copy_.concurrency) as pool:
             for _ in range(rounds if self.claims.active else 1):
+                self._heads = {}
                 holders = dict(zip((r.name for r in targets), pool.map(self.holders, (r.name for r in targets))))
                 jobs = {(name, tag): pool.submit(self.put, name, tag, held.get(tag))
                         for name, held in holders.items() for tag in shared}
@@ -155,7 +168,7 @@ class Tagger:
                 if not moved:
                     break
             else:
-                if self.claims.active:
+                if self.claims.active and rounds > 1:
                     self.logger.warning("tag.unsettled", rounds=rounds,
                                         note="shared tags still moved after the last round: another release is"
                                              " tagging at the same time; its verify stage settles them")

@@ -78,17 +78,27 @@ def _handler(app: App) -> type[BaseHTTPRequestHandler]:
         server_version = "pipeline"
         sys_version = ""
 
+        timeout = 60                      # a client that stalls mid-request gives its thread back
+
         def _serve(self) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            if not raw.isdigit():
+                self._send(Response(400, b"Content-Length is not a number\n"))
+                return
+            length = int(raw)
             if length > MAX_BODY:
                 self._send(Response(413, b"request body too large\n"))
                 return
             body = self.rfile.read(length) if length else b""
-            query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            request = Request(self.command, url.path, query, {k.lower(): v for k, v in self.headers.items()}, body,
-                              self.client_address[0], self.connection.getsockname()[0])
-            self._send(app(request))
+            try:
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                request = Request(self.command, url.path, query, {k.lower(): v for k, v in self.headers.items()},
+                                  body, self.client_address[0], self.connection.getsockname()[0])
+                response = app(request)
+            except Exception as exc:      # the application answers errors itself; this is the last guard
+                response = Response(500, f"internal error: {type(exc).__name__}\n".encode())
+            self._send(response)
 
         def _send(self, r: Response) -> None:
             self.send_response(r.status)

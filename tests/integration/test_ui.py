@@ -31,6 +31,7 @@ from tests.support.imagegen import ImageGen
 ARTIFACTS = Path(os.environ.get("PIPELINE_TEST_ARTIFACTS") or project.ROOT / ".pipeline" / "test-artifacts") / "ui"
 DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo served > /served.txt\n"
 OLD_CANDIDATE = "candidate-0123456-0123456789ab"
+HOSTILE = "x\" autofocus onfocus=\"window.pwned=1\" '><img src=x onerror=window.pwned=2>"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,20 +49,22 @@ class Served:
     """``pipeline inventory --serve`` as a process; its URL from its first line."""
 
     def __init__(self, cfg: Path, env: dict[str, str], cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "inventory", "--serve", "--port", "0",
-                                      "--config", str(cfg), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.log = cwd / f"served-{secrets.token_hex(3)}.log"      # a file: a full pipe would stall the server
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "inventory", "--serve", "--port", "0",
+                                          "--config", str(cfg), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                         stderr=err, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         found = re.search(r"http://\S+/", line)
         if not found:
             self.proc.kill()
-            raise AssertionError(f"no URL from the server: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise AssertionError(f"no URL from the server: {line!r} {self.log.read_text()[-3000:]}")
         self.url = found.group(0)
 
     def close(self) -> str:
         self.proc.terminate()
-        _, err = self.proc.communicate(timeout=60)
-        return err
+        self.proc.communicate(timeout=60)
+        return self.log.read_text()
 
 
 def _non_loopback_address() -> str:
@@ -111,6 +114,11 @@ action.type = "expire"
     with _client(registries["hub"]) as c:
         old = ImageGen(c, staging_repo).manifest(created=datetime.now(timezone.utc) - timedelta(days=40))
         ImageGen(c, staging_repo).tag(old, OLD_CANDIDATE)
+        # whoever pushes writes the platform, labels and annotations the page shows: markup must stay text
+        gen = ImageGen(c, staging_repo)
+        crafted = gen.index([gen.manifest(created=datetime.now(timezone.utc), platform=f"linux/{HOSTILE}",
+                                          marker=HOSTILE)], annotations={"org.example.note": HOSTILE})
+        gen.tag(crafted, "crafted-1")
 
     served = Served(cfg, env, tmp_path)
     try:
@@ -139,6 +147,15 @@ action.type = "expire"
             assert {"linux/amd64", "linux/arm64"} <= set(platforms), platforms
             assert "signed" in b.eval("document.getElementById('detail-body').textContent")
             b.screenshot(ARTIFACTS / "detail.png")
+            b.eval("document.getElementById('detail').close();true")
+            b.eval("document.documentElement.removeAttribute('data-detail');true")
+            b.eval(f"document.querySelector('tr[data-digest=\"{crafted.digest}\"] button.details').click();true")
+            b.wait_for("document.documentElement.getAttribute('data-detail')")
+            assert b.eval("window.pwned === undefined"), "markup from the registry ran as script"
+            assert f"linux/{HOSTILE}" in b.eval("Array.prototype.map.call(document.querySelectorAll("
+                                                "'#detail tr[data-platform]'),function(r){return r.getAttribute("
+                                                "'data-platform');})")
+            assert HOSTILE in b.eval("document.getElementById('detail-body').textContent")
             b.eval("document.getElementById('detail').close();true")
 
             # Delete on the signed release is refused; it stays

@@ -120,8 +120,8 @@ def test_attest_with_keyless_signing_is_refused_naming_the_key(tmp_path, keyless
 def test_absolute_paths_stay_where_the_config_names_them_and_one_file_is_mounted_once(tmp_path):
     shared = tmp_path / "config" / "scan-exceptions.toml"
     text = CONFIG.replace('exceptions_file = "config/scan-exceptions.toml"', f'exceptions_file = "{shared}"')
-    text = text.replace('vex = ["security/app.vex.json"]', 'vex = ["security/app.vex.json"]\ntrivyignore = '
-                        '"config/scan-exceptions.toml"')
+    text = text.replace('vex = ["security/app.vex.json"]', f'vex = ["security/app.vex.json", "{shared}"]\n'
+                        'trivyignore = "config/scan-exceptions.toml"')
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "pipeline.toml").write_text(text)
     code, out, err = _emit(tmp_path, "--namespace", "Bad_Name")
@@ -131,7 +131,7 @@ def test_absolute_paths_stay_where_the_config_names_them_and_one_file_is_mounted
     (c,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     paths = [m["mountPath"] for m in c["volumeMounts"]]
     assert len(paths) == len(set(paths)), paths                      # Kubernetes wants them unique
-    assert str(shared) in paths and "/work/config/scan-exceptions.toml" in paths
+    assert str(shared) in paths and "/work/config/scan-exceptions.toml" in paths    # named twice: mounted once
 
 
 def _emit_written(tmp: Path, text: str) -> str:

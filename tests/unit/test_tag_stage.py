@@ -29,11 +29,12 @@ def world(tmp_path, monkeypatch):
     client = Registry("localhost:5000", name="a", policy=FAST, transport=LazyTransport(fake))
     monkeypatch.setattr(registries_mod, "Access", fake_access(lambda reg: client))
 
-    def release(version: str, sha: str) -> Tagger:
+    def release(version: str, sha: str, *, sign: bool = False) -> Tagger:
         layout, index = image_layout(tmp_path / version)
         transfer.push(layout, index, client, "app")
         cfg = config.parse({"image": {"name": "app"}, "registries": [{"name": "a", "url": "localhost:5000"}],
-                            "tags": {"rules": RULES}, "sign": {"enabled": False}})
+                            "tags": {"rules": RULES},
+                            "sign": {"enabled": sign, "key": "/nonexistent/cosign.key"}})
         ctx = Context(config=cfg, ci=CIInfo("github", "tag", "push", f"refs/tags/v{version}", sha * 40),
                       env={}, now=datetime(2026, 12, 1, tzinfo=UTC))
         ctx.outputs["tags"] = compute_tags(ctx)
@@ -87,3 +88,26 @@ def test_the_newer_release_takes_a_shared_tag_back_from_an_older_one(world):
     written: dict[str, list[str]] = {"a": []}
     assert newer.settle([newer.cfg.registry("a")], written, {"a": []}) == {"a": {}}
     assert world.at("latest") == newer.digest and written == {"a": ["6.2", "latest"]}
+
+
+def test_a_claimant_that_does_not_verify_is_passed_over_for_the_next_newest_that_does(world, monkeypatch):
+    from pipeline.sign import verification
+
+    good, stray = world("7.0.0", "c"), world("7.1.0", "d")
+    for t in (good, stray):
+        for tag in t.claims.own:
+            t.put("a", tag)
+    verified = {good.digest}
+    asked: list[str] = []
+
+    def fake_verify(cfg, env, targets, *, expected=None, **kw):
+        asked.append(expected)
+        report = verification.Report(expected)
+        report.checks.append(verification.Check("a", "x", "signature", expected in verified, "fake"))
+        return report
+
+    monkeypatch.setattr(verification, "verify", fake_verify)
+    backport = world("6.1.1", "a", sign=True)
+    assert _tag(backport) == {"a": {"latest": "7.0.0"}}           # not 7.1.0, whose signature does not verify
+    assert world.at("latest") == good.digest and world.at("6.1") == backport.digest
+    assert set(asked) == {good.digest, stray.digest}

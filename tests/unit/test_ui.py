@@ -46,6 +46,21 @@ def test_loopback_answers_only_to_loopback_host_names(tmp_path):
     assert a(req(host="localhost:8088")).status == 200
     assert a(req(host="[::1]:8088")).status == 200
     assert a(req(host="rebound.attacker.example")).status == 403
+    assert a(req(host="[::1")).status == 403
+
+
+def test_the_page_runs_only_its_own_scripts_and_a_get_never_walks_the_registries(tmp_path, monkeypatch):
+    a = app(tmp_path)
+    walked: list[int] = []
+    monkeypatch.setattr(a, "refresh", lambda: walked.append(1) or a.state.inventory)
+    page = a(req(path="/", query={"refresh": "1"}))
+    policy = page.headers["Content-Security-Policy"]
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert "unsafe-inline" not in policy.split("script-src", 1)[1].split(";", 1)[0]
+    assert page.body.count(b"<script") == page.body.count(f'<script nonce="{nonce}"'.encode()) > 0
+    assert walked == []                                         # GET ?refresh=1 reads the last walk
+    assert a(req("POST", "/api/refresh", body={})).status == 403
+    assert a(req("POST", "/api/refresh", body={}, headers={"x-csrf-token": a.csrf})).status == 200 and walked
 
 
 def test_state_changes_need_the_csrf_token_a_json_body_and_lifecycle_enabled(tmp_path):
@@ -60,8 +75,9 @@ def test_state_changes_need_the_csrf_token_a_json_body_and_lifecycle_enabled(tmp
     assert a(req("DELETE", "/api/delete")).status == 405
 
 
-def test_a_signed_image_the_rules_keep_is_not_deleted_from_the_page(tmp_path):
+def test_a_signed_image_the_rules_keep_is_not_deleted_from_the_page(tmp_path, monkeypatch):
     a = app(tmp_path, lifecycle=True)
+    monkeypatch.setattr(a, "refresh", lambda: a.state.inventory)      # the fresh walk finds what the page showed
     r = a(req("POST", "/api/delete", body={"registry": "r", "repository": "acme/app", "digest": SIGNED},
               headers={"x-csrf-token": a.csrf}))
     assert r.status == 409 and b"signed" in r.body
@@ -80,6 +96,9 @@ def test_beyond_loopback_the_token_comes_by_header_or_by_the_cookie_the_page_set
     cookie = first.headers["Set-Cookie"].split(";", 1)[0]
     assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in first.headers["Set-Cookie"]
     assert a(req(host="10.0.0.5:8088", headers={"cookie": cookie})).status == 200
+    assert "t0ken-Secret" not in first.headers["Set-Cookie"]                   # a session, never the token
+    assert a(req(host="10.0.0.5:8088", headers={"cookie": f"{a.cookie}=t0ken-Secret"})).status == 401
+    assert a(req(path="/api/inventory", host="10.0.0.5:8088", query={"token": "t0ken-Secret"})).status == 401
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused_naming_the_variable():
@@ -87,3 +106,12 @@ def test_binding_beyond_loopback_without_a_token_is_refused_naming_the_variable(
         ui.check_bind("0.0.0.0", None, "PIPELINE_INVENTORY_TOKEN")
     ui.check_bind("127.0.0.1", None, "PIPELINE_INVENTORY_TOKEN")
     ui.check_bind("0.0.0.0", "x", "PIPELINE_INVENTORY_TOKEN")
+
+
+def test_an_image_whose_signature_could_not_be_checked_is_refused_too(tmp_path, monkeypatch):
+    a = app(tmp_path, lifecycle=True)
+    monkeypatch.setattr(a, "refresh", lambda: a.state.inventory)
+    a.state.inventory.registries[0].repositories["acme/app"][0].signed = "unchecked"
+    r = a(req("POST", "/api/delete", body={"registry": "r", "repository": "acme/app", "digest": SIGNED},
+              headers={"x-csrf-token": a.csrf}))
+    assert r.status == 409 and b"unchecked" in r.body
