@@ -66,6 +66,7 @@ class Entry:
     reason: str = ""
     attachments: tuple[str, ...] = ()
     attachment_digests: tuple[str, ...] = ()   # what the cached verdicts are keyed by (a tag keeps its name)
+    size: int = 0                     # bytes stored: config and layers (an index: each blob of its platforms once)
 
     def age_days(self, now: datetime) -> float | None:
         return None if self.pushed_at is None else (now - self.pushed_at).total_seconds() / 86400
@@ -137,12 +138,12 @@ class Inventory:
             for repo, rows in s.repositories.items():
                 table = Table(title=f"{s.name}: {s.url}/{repo.split('/', 1)[-1] if s.url.count('/') else repo}",
                               title_justify="left")
-                for col in ("tags", "digest", "platforms", "signed", "scanned", "age", "lifecycle"):
+                for col in ("tags", "digest", "platforms", "size", "signed", "scanned", "age", "lifecycle"):
                     table.add_column(col, overflow="fold")
                 for e in rows:
                     age = e.age_days(self.now)
                     table.add_row(", ".join(e.tags) or "(untagged)", e.digest[7:19], ", ".join(e.platforms) or "-",
-                                  e.signed, e.scanned + (f", {e.scanned_on}, {e.blocking} blocking" if e.scanned_on
+                                  _size_text(e.size), e.signed, e.scanned + (f", {e.scanned_on}, {e.blocking} blocking" if e.scanned_on
                                                          else ""), "-" if age is None else f"{age:.1f}d ({e.age_source})",
                                   e.verdict + (f" ({e.rule})" if e.rule and e.verdict == "expire" else ""))
                 console.print(table)
@@ -216,6 +217,7 @@ def collect(config: Config, env: Mapping[str, str], *, now: datetime, only: Sequ
                                   scanned_source=scanned_source, pushed_at=r.pushed_at, age_source=r.age_source,
                                   approximate=r.approximate, verdict=r.verdict, rule=r.rule, reason=r.reason,
                                   attachments=r.attachments)
+                        e.size = img.size
                         e.attachment_digests = tuple(sorted({a.digest for a in atts}
                                                             | {d for a in atts for d in a.referrers}))
                         if any(a.predicates.get(hygiene.VULN_PREDICATE) for a in atts):
@@ -357,6 +359,16 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _size_text(size: int) -> str:
+    if size <= 0:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024      # type: ignore[assignment]
+    return "-"
+
+
 def _age_text(days: float | None) -> str:
     if days is None:
         return "unknown"
@@ -425,7 +437,8 @@ JS = """
 })();
 """
 
-COLUMNS = (("tags", "Tags", ""), ("digest", "Digest", ""), ("platforms", "Platforms", ""), ("signed", "Signed", ""),
+COLUMNS = (("tags", "Tags", ""), ("digest", "Digest", ""), ("platforms", "Platforms", ""), ("size", "Size", "num"),
+           ("signed", "Signed", ""),
            ("scanned", "Scanned", ""), ("age", "Age", "num"), ("lifecycle", "Lifecycle", ""))
 
 
@@ -453,7 +466,8 @@ def _row(e: Entry, now: datetime) -> str:
     return (f'<tr data-digest="{_e(e.digest)}" data-signed="{_e(e.signed)}" data-verdict="{_e(e.verdict)}">'
             f'<td data-sort="{_e(",".join(e.tags))}">{tags}{atts}</td>'
             f'<td data-sort="{_e(e.digest)}"><code title="{_e(e.digest)}">{_e(e.digest[:19])}…</code></td>'
-            f'<td>{plats}</td><td data-sort="{_e(e.signed)}">{signed}</td>'
+            f'<td>{plats}</td><td data-sort="{e.size}">{_e(_size_text(e.size))}</td>'
+            f'<td data-sort="{_e(e.signed)}">{signed}</td>'
             f'<td data-sort="{_e(e.scanned)}">{scanned}</td>{age_cell}'
             f'<td data-sort="{_e(e.verdict)}">{life}</td></tr>')
 

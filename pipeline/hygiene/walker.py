@@ -281,7 +281,23 @@ class Walker:
             snap.notes.append(UNTAGGED_UNLISTED)
         self._ages(repo, snap, vendor_times)
         self._subjects(repo, snap)
+        if self.detail:
+            self._index_sizes(repo, snap)
         return snap
+
+    def _index_sizes(self, repo: str, snap: Snapshot) -> None:
+        """inventory: an index's size is what its platforms store (each config and layer blob once)."""
+        indexes = [img for img in snap.images.values() if img.is_index and img.children]
+        children = sorted({c for img in indexes for c in img.children})
+        bodies = dict(zip(children, self._map(lambda d: self._get(repo, d), children)))
+        for img in indexes:
+            blobs: dict[str, int] = {}
+            for c in img.children:
+                m = bodies.get(c) or {}
+                for x in [m.get("config") or {}, *(m.get("layers") or [])]:
+                    if isinstance(x.get("digest"), str):
+                        blobs[x["digest"]] = int(x.get("size", 0))
+            img.size = sum(blobs.values())
 
     def _image(self, digest: str, media_type: str, tags: tuple[str, ...], m: Mapping[str, Any]) -> Image:
         img = Image(digest, media_type, tags, annotations=dict(m.get("annotations") or {}))

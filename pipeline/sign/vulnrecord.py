@@ -21,7 +21,7 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ def dated_predicate(trivy_predicate: bytes, *, verdict: str, blocking: Sequence[
                     fail_on: str, db_built: str, scanned_on: datetime, source: str) -> bytes:
     """Trivy's cosign-vuln predicate with the scan time and our verdict (see the module docstring)."""
     data = json.loads(trivy_predicate)
-    when = scanned_on.isoformat().replace("+00:00", "Z")
+    # whole seconds: cosign re-encodes the metadata times the Go way (trailing zeros of a fraction dropped)
+    when = scanned_on.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     data.setdefault("metadata", {}).update({"scanStartedOn": when, "scanFinishedOn": when})
     scanner = data.setdefault("scanner", {})
     if db_built:

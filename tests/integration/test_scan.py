@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from pipeline.scan import db as scandb
+from pipeline.times import parse_time
 from pipeline.tools.registry import Registry
 from tests.support import project as support
 from tests.support.project import http_tags
@@ -309,7 +310,8 @@ def test_scan_result_is_attested_per_platform_with_attest_scan(tmp_path, registr
             gate = statement["predicate"]["invocation"]["parameters"]["gate"]   # the gate's dated verdict rides along
             assert (gate["source"], gate["verdict"], gate["blocking"], gate["fail_on"]) == ("release", "pass", [],
                                                                                             "HIGH"), gate
-            assert gate["scanned_on"] == statement["predicate"]["metadata"]["scanFinishedOn"] and gate["db_built"]
+            finished = statement["predicate"]["metadata"]["scanFinishedOn"]
+            assert parse_time(gate["scanned_on"]) == parse_time(finished) and gate["db_built"], (gate, finished)
     # a second release attests nothing new (same key, same digests)
     code, out, err = pipeline(["release", "--config", str(cfg), "--format", "json"], env)
     assert code == 0, err[-3000:]

@@ -128,6 +128,9 @@ action.type = "expire"
             rows = _rows(b)
             where = {(r["registry"], r["repository"]) for r in rows if r["digest"] == digest}
             assert {("ecr", name), ("hub", name)} <= where, rows        # the release, in both registries
+            size = b.eval(f"document.querySelector('section[data-registry=hub] tr[data-digest=\"{digest}\"]')"
+                          ".cells[3].getAttribute('data-sort')")
+            assert int(size) > 1000, size                               # what its platforms store
             assert b.eval(f"document.querySelector('tr[data-digest=\"{old.digest}\"]').getAttribute('data-verdict')")\
                 == "expire"                                          # the lifecycle rules expire the old candidate
             # the filter narrows the rows to the old candidate
@@ -186,6 +189,14 @@ action.type = "expire"
                     assert reg.password not in page and reg.password not in http.get("/api/inventory").text
             forged = http.post("/api/delete", json={"registry": "hub", "repository": name, "digest": digest})
             assert forged.status_code == 403, forged.text
+            forged = http.post("/api/apply", json={"registry": "hub", "repository": name})
+            assert forged.status_code == 403, forged.text
+            # with the page's token, the lifecycle preview of the release repository deletes nothing: no rule
+            # expires the release
+            csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)    # type: ignore[union-attr]
+            applied = http.post("/api/apply", json={"registry": "hub", "repository": name},
+                                headers={"X-CSRF-Token": csrf})
+            assert applied.status_code == 200 and applied.json()["deleted"] == [], applied.text
             rebound = http.get("/", headers={"Host": "attacker.example:80"})
             assert rebound.status_code == 403                 # DNS rebinding: a foreign host name is refused
         assert project.http_manifest(registries["hub"], name, digest) is not None
