@@ -231,7 +231,7 @@ class App:
 
     def detail(self, registry: str, repository: str, digest: str) -> Response:
         from pipeline.access.registries import Access
-        from pipeline.tools.registry import INDEX_TYPES, is_digest
+        from pipeline.tools.registry import INDEX_TYPES, is_digest, platform_name
 
         if not is_digest(digest):
             return _json({"error": f"digest: '{digest[:80]}' is not a sha256 digest"}, 400)
@@ -251,8 +251,7 @@ class App:
             manifests = top.get("manifests") if media in INDEX_TYPES else None
             first = None
             for m in manifests or []:
-                p = m.get("platform") or {}
-                name = "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+                name = platform_name(m.get("platform"))
                 kind = (m.get("annotations") or {}).get("vnd.docker.reference.type", "")
                 out["platforms"].append({"platform": name or "unknown", "digest": m.get("digest"),
                                          "size": m.get("size"), "attestation": kind == "attestation-manifest"})
