@@ -99,7 +99,9 @@ def test_every_secret_reaches_only_the_tool_that_needs_it(tmp_path, registries, 
                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = run.communicate(timeout=1800)
     assert run.returncode == 0, err[-4000:]
-    top = min(int(p.suffix.lstrip(".")) for p in trace_dir.glob("trace.*"))
+    # the release itself: the file whose first execve is it (not the lowest pid: pids wrap on a busy machine)
+    top = next(int(p.suffix.lstrip(".")) for p in trace_dir.glob("trace.*")
+               if f'"release", "--config", "{cfg}"' in p.read_text(errors="replace").split("\n", 1)[0])
     children = executions(trace_dir, top)
 
     names = {os.path.basename(c["prog"]) for c in children}
