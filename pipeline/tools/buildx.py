@@ -128,8 +128,12 @@ def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = 
         raise ToolError("build: the docker client is not installed; run 'pipeline doctor --install'", tool="docker")
     argv = ["docker", "buildx", "inspect", *([builder] if builder else [])]
     r = proc.run(direct(argv, env), env=env, check=False, timeout=120, what="docker buildx inspect")
-    if r.returncode != 0:
-        text = " ".join((r.stderr or r.stdout).split())
+    found = parse_buildx_inspect(r.stdout) if r.returncode == 0 else None
+    # buildx 0.13 exits 0 when the builder's node cannot be reached: an ``Error:`` line and no platforms
+    node_errors = [value.strip() for key, _, value in (line.partition(":") for line in r.stdout.splitlines())
+                   if key.strip() == "Error" and value.strip()]
+    if found is None or (not found.platforms and node_errors):
+        text = " ".join((node_errors[0] if found is not None else r.stderr or r.stdout).split())
         if "is not a docker command" in text or "unknown command" in text.lower():
             raise ToolError("build: docker buildx is not installed; run 'pipeline doctor --install'",
                             tool="buildx")
@@ -138,7 +142,8 @@ def inspect_builder(builder: str | None = None, env: Mapping[str, str] | None = 
                             "or start dockerd", tool="docker")
         raise ToolError(f"build: cannot inspect buildx builder {builder or '(default)'}: {text[-300:]}",
                         tool="buildx")
-    return parse_buildx_inspect(r.stdout)
+    assert found is not None
+    return found
 
 
 #: The docker client's variables that choose the engine and the builder (all an inspection needs).

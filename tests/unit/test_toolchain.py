@@ -264,3 +264,24 @@ def test_needed_by():
     assert t.NEEDED_BY["trivy"] == ("scan", "release")
     assert t.NEEDED_BY["cosign"] == ("sign", "verify", "release")
     assert t.NEEDED_BY["docker-registry"] == ("registry", "tests")
+
+
+@pytest.mark.parametrize("stdout, says", [
+    (rec("buildx_inspect_daemon_down.txt"), "the docker engine is not running"),
+    ("Name:   ci\nDriver: docker-container\nError:  no builder \"ci\" found\n", "cannot inspect buildx builder ci"),
+])
+def test_buildx_inspect_of_an_unreachable_builder_names_the_cause(monkeypatch, stdout, says):
+    # buildx 0.13 exits 0 here: without the Error line a release said "builder default ( driver) cannot build
+    # linux/amd64; it supports nothing listed" when the engine was simply down
+    monkeypatch.setattr(buildx.proc, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(buildx.proc, "run", lambda *a, **k: buildx.proc.Completed(list(a[0]), 0, stdout, ""))
+    with pytest.raises(buildx.ToolError, match=says):
+        buildx.inspect_builder("ci" if "ci" in says else None)
+
+
+def test_buildx_inspect_with_one_node_down_keeps_the_platforms_of_the_others(monkeypatch):
+    stdout = ("Name:   multi\nDriver: docker-container\n\nNodes:\nName:      multi0\nError:     ssh: no route\n\n"
+              "Name:      multi1\nStatus:    running\nPlatforms: linux/arm64*\n")
+    monkeypatch.setattr(buildx.proc, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(buildx.proc, "run", lambda *a, **k: buildx.proc.Completed(list(a[0]), 0, stdout, ""))
+    assert buildx.inspect_builder("multi").platforms == ("linux/arm64",)
