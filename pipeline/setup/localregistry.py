@@ -27,7 +27,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,13 +140,17 @@ def _q(value: str) -> str:
 
 def config_yaml(*, addr: str, root_dir: str, secret: str, delete: bool, htpasswd: str | None = None,
                 tls_cert: str | None = None, tls_key: str | None = None, name: str = "local",
-                proxy: str | None = None, proxy_ttl: str | None = None) -> str:
+                proxy: str | None = None, proxy_ttl: str | None = None,
+                proxy_credentials: tuple[str, str] | None = None) -> str:
     """The registry's ``config.yml``: filesystem storage, access log on, optional htpasswd and TLS.
 
     With ``proxy`` it is a pull-through cache of that one upstream (distribution's ``proxy:`` mode:
-    read-only, pushes refused). The upstream's credentials never go into the file: the registry reads
-    them from ``REGISTRY_PROXY_USERNAME``/``REGISTRY_PROXY_PASSWORD`` in its environment. ``ttl`` (how
-    long cached content is kept) is honoured by distribution 3; 2.8 keeps it for 7 days whatever it says.
+    read-only, pushes refused). ``ttl`` (how long cached content is kept) is honoured by distribution 3;
+    2.8 keeps it for 7 days whatever it says. The upstream's credentials go into the file only when
+    given here (the container backend: a container's environment is part of its configuration, which
+    ``docker inspect`` shows to every user of the engine); a registry process of ours reads them from
+    ``REGISTRY_PROXY_USERNAME``/``REGISTRY_PROXY_PASSWORD`` in its environment instead. The file is
+    written 0600 either way (it holds the HTTP secret).
 
     Paths are as the registry process sees them (container paths for the container backend).
     """
@@ -178,6 +182,8 @@ def config_yaml(*, addr: str, root_dir: str, secret: str, delete: bool, htpasswd
         lines += ["auth:", "  htpasswd:", f"    realm: {_q(REALM)}", f"    path: {_q(htpasswd)}"]
     if proxy:
         lines += ["proxy:", f"  remoteurl: {_q(proxy)}"] + ([f"  ttl: {_q(proxy_ttl)}"] if proxy_ttl else [])
+        if proxy_credentials is not None:
+            lines += [f"  username: {_q(proxy_credentials[0])}", f"  password: {_q(proxy_credentials[1])}"]
     return "\n".join(lines) + "\n"
 
 
@@ -537,16 +543,12 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
                             auth=htpasswd is not None, delete=delete, tls=tls, backend="binary", bind=bind,
                             htpasswd=htpasswd, ca_cert=cert, proxy=proxy, proxy_ttl=proxy_ttl,
                             proxy_as=proxy_as or (upstream_name(proxy) if proxy else None))
-    env: dict[str, str] = {}
     if proxy_credentials is not None:
-        # the registry reads them from its environment (never its config file or argv); with the container
-        # backend that environment is part of the container's configuration, readable to docker's users
         log.register_secret(proxy_credentials[1])
-        env = {"REGISTRY_PROXY_USERNAME": proxy_credentials[0], "REGISTRY_PROXY_PASSWORD": proxy_credentials[1]}
     if proc.which(BINARY):
-        inst = _start_binary(inst, key, deadline_s, env)
+        inst = _start_binary(inst, key, deadline_s, proxy_credentials)
     else:
-        inst = _start_container(inst, key, deadline_s, env)
+        inst = _start_container(inst, key, deadline_s, proxy_credentials)
     log.get().info("registry.started", registry=name, host=host, backend=inst.backend, auth=inst.auth,
                    tls=tls, certs_d_hint=inst.certs_d_hint)
     return inst
@@ -562,11 +564,23 @@ def build_loopback() -> RegistryInstance:
     return start(BUILD_LOOPBACK, port=0, state_root=DEFAULT_STATE_ROOT)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
 def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
-                  env: Mapping[str, str]) -> RegistryInstance:
+                  proxy_credentials: tuple[str, str] | None) -> RegistryInstance:
+    # the credentials reach the registry process through its environment only
+    env = ({"REGISTRY_PROXY_USERNAME": proxy_credentials[0], "REGISTRY_PROXY_PASSWORD": proxy_credentials[1]}
+           if proxy_credentials is not None else {})
     secret = secrets.token_hex(32)
     log.register_secret(secret)
-    inst.config_path.write_text(config_yaml(
+    _write_private(inst.config_path, config_yaml(
         addr=listen_addr(inst.bind, inst.port),
         root_dir=str(inst.data_dir), secret=secret, delete=inst.delete,
         htpasswd=str(inst.htpasswd) if inst.htpasswd else None,
@@ -589,16 +603,17 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
 
 
 def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float,
-                     env: Mapping[str, str]) -> RegistryInstance:
+                     proxy_credentials: tuple[str, str] | None) -> RegistryInstance:
     why = f"'{BINARY}' is not installed either; apt-get install docker-registry"
     docker.ensure_image(IMAGE, why)
     secret = secrets.token_hex(32)
     log.register_secret(secret)
-    inst.config_path.write_text(config_yaml(
+    # the credentials go into the 0600 config file, mounted read-only: never into the container's environment
+    _write_private(inst.config_path, config_yaml(
         addr=":5000", root_dir="/var/lib/registry", secret=secret, delete=inst.delete,
         htpasswd="/auth/htpasswd" if inst.htpasswd else None,
         tls_cert="/certs/cert.pem" if inst.ca_cert else None, tls_key="/certs/key.pem" if key else None,
-        name=inst.name, proxy=inst.proxy, proxy_ttl=inst.proxy_ttl))
+        name=inst.name, proxy=inst.proxy, proxy_ttl=inst.proxy_ttl, proxy_credentials=proxy_credentials))
     volumes = {str(inst.config_path): {"bind": "/etc/docker/registry/config.yml", "mode": "ro"},
                str(inst.data_dir): {"bind": "/var/lib/registry", "mode": "rw"}}
     if inst.htpasswd:
@@ -607,7 +622,7 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
         volumes[str(inst.ca_cert.parent)] = {"bind": "/certs", "mode": "ro"}
     container_id = docker.run_container(IMAGE, CONTAINER_PREFIX + inst.name, volumes=volumes,
                                         ports={"5000/tcp": (inst.bind or "0.0.0.0", inst.port)},
-                                        labels={"io.pipeline.registry": inst.name}, why=why, environment=env)
+                                        labels={"io.pipeline.registry": inst.name}, why=why)
     inst = replace(inst, backend="container", container_id=container_id)
     _write_state(inst)
     try:

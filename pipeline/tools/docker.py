@@ -94,9 +94,9 @@ def ensure_image(image: str, why: str) -> None:
 
 
 def run_container(image: str, name: str, *, volumes: Mapping[str, Mapping[str, str]],
-                  ports: Mapping[str, tuple[str, int]], labels: Mapping[str, str], why: str,
-                  environment: Mapping[str, str] | None = None) -> str:
-    """Start ``image`` detached as container ``name`` (replacing one of that name); its id."""
+                  ports: Mapping[str, tuple[str, int]], labels: Mapping[str, str], why: str) -> str:
+    """Start ``image`` detached as container ``name`` (replacing one of that name); its id. No environment
+    is given: what a container's environment holds, ``docker inspect`` shows to every user of the engine."""
     import docker.errors  # type: ignore[import-untyped]
 
     c = client(why)
@@ -106,7 +106,7 @@ def run_container(image: str, name: str, *, volumes: Mapping[str, Mapping[str, s
         except docker.errors.NotFound:
             pass
         container = c.containers.run(image, name=name, detach=True, volumes=dict(volumes), ports=dict(ports),
-                                     labels=dict(labels), environment=dict(environment or {}))
+                                     labels=dict(labels))
     except docker.errors.DockerException as exc:
         raise ToolError(f"cannot start the {image} container {name}: "
                         f"{log.scrub(str(exc)).splitlines()[0][:200]}", tool="docker") from None

@@ -259,3 +259,42 @@ def test_dockerfile_needs_nothing_from_docker_hub() -> None:
     assert ob.ETC_PASSWD.startswith("root:x:0:0:")
     assert ob.ETC_GROUP.startswith("root:x:0:")
     assert all(text.startswith("#!/bin/sh\n") for path, (text, mode) in ob.ROOTFS.items() if mode == 0o755)
+
+
+def _start_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, binary: bool) -> tuple[dict, lr.RegistryInstance]:
+    seen: dict = {}
+    monkeypatch.setattr(lr.proc, "which", lambda name: f"/usr/bin/{name}" if binary else None)
+    monkeypatch.setattr(lr.docker, "ensure_image", lambda image, why: None)
+    monkeypatch.setattr(lr.docker, "run_container", lambda image, name, **kw: seen.update(kw) or "c0ffee")
+
+    class Child:
+        pid = 4242
+
+    def spawn(argv, log_path, *, env=None):
+        seen.update(argv=list(argv), env=dict(env or {}))
+        return Child()
+
+    monkeypatch.setattr(lr.proc, "spawn_daemon", spawn)
+    monkeypatch.setattr(lr, "wait_ready", lambda *a, **k: None)
+    inst = lr.start("hubcache", port=0, state_root=tmp_path, proxy="https://registry-1.docker.io",
+                    proxy_credentials=("robot", "pw-0f9e8d7c"))
+    return seen, inst
+
+
+def test_pull_through_credentials_never_reach_a_containers_environment(tmp_path, monkeypatch) -> None:
+    # a container's environment is part of its configuration: `docker inspect` showed the upstream password
+    seen, inst = _start_cache(tmp_path, monkeypatch, binary=False)
+    assert inst.backend == "container"
+    assert "pw-0f9e8d7c" not in repr(seen) and "environment" not in seen
+    text = inst.config_path.read_text()
+    assert 'username: "robot"' in text and 'password: "pw-0f9e8d7c"' in text
+    assert inst.config_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_pull_through_credentials_reach_our_registry_process_through_its_environment_only(tmp_path,
+                                                                                         monkeypatch) -> None:
+    seen, inst = _start_cache(tmp_path, monkeypatch, binary=True)
+    assert seen["env"] == {"REGISTRY_PROXY_USERNAME": "robot", "REGISTRY_PROXY_PASSWORD": "pw-0f9e8d7c"}
+    assert "pw-0f9e8d7c" not in " ".join(seen["argv"])
+    assert "pw-0f9e8d7c" not in inst.config_path.read_text()
+    assert inst.config_path.stat().st_mode & 0o777 == 0o600
