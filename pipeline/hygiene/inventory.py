@@ -1,8 +1,8 @@
 """``pipeline inventory``: every image in every configured registry, as a table and a static HTML page.
 
 For each registry and repository (the same walk as ``prune``: pipeline/hygiene/walker.py) and each image:
-tags, digest, platforms, **signed** (a signature that verifies with the configured key: ``cosign
-verify`` by digest, as the verify stage does it), **scanned** (the release manifests' scan verdict
+tags, digest, platforms, **signed** (a signature that verifies with the configured key: cosign
+verifies what our client fetched into a local layout, as the verify stage does it), **scanned** (the release manifests' scan verdict
 for the digest, else a cosign vulnerability attestation), age and its source, and the lifecycle
 verdict (what ``prune`` would do now).
 
@@ -242,15 +242,18 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
     """cosign verify every image that has a signature; returns what verified (for the page header)."""
     if not checks:
         return _describe_key(config)
+    from pipeline.sign import layouts
+    from pipeline.sign.attachments import SIGNATURE
+
     try:
         major = cosign.installed_major()
-        runner = cosign.Cosign({**access.tool_env(), **keys.passthrough_env(env, *keys.config_keys(config.sign))})
+        runner = cosign.Cosign(keys.passthrough_env(env, *keys.config_keys(config.sign)))  # no registry credentials
         base = keys.verifier(config.sign, env, major, workdir, runner=runner)
     except (ConfigError, PipelineError, ValueError) as exc:
         for e, _ in checks:
             e.signed, e.signed_detail = "unchecked", str(exc)
         return f"not verified: {exc}"
-    by_host = {r.host: r for r in config.registries}
+    by_name = {r.name: r for r in config.registries}
 
     def one(item: tuple[Entry, str]) -> None:
         e, ref = item
@@ -263,10 +266,10 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
             cache[key] = (e.signed, e.signed_detail)
 
     def verify(e: Entry, ref: str) -> None:
-        reg = by_host.get(ref.split("/", 1)[0])
-        v = dataclasses.replace(base, allow_http=bool(reg and reg.allow_http))
+        # our client fetches what cosign verifies (every request retried), cosign asks no registry itself
         try:
-            r = runner.verify(ref, v, what=f"verify the signature of {e.registry}: {ref}")
+            _, r = layouts.check(access.client(by_name[e.registry]), e.repository, e.digest, SIGNATURE, runner, base,
+                                 workdir, f"verify the signature of {e.registry}: {ref}")
         except PipelineError as exc:
             e.signed, e.signed_detail = "unchecked", str(exc)
             return

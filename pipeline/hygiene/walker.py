@@ -320,7 +320,7 @@ class Walker:
                 m = self._get(repo, digest) or {}
                 if kind == "referrers":
                     att.referrers = tuple(x["digest"] for x in m.get("manifests") or [] if x.get("digest"))
-                    att.predicates = parse_referrers(m)
+                    att.predicates = parse_referrers(m, lambda d: self._get(repo, d))
                 elif kind == "sig":
                     layers = m.get("layers") or []
                     att.signatures = sum(1 for layer in layers if layer.get("mediaType") == SIMPLE_SIGNING)

@@ -24,7 +24,7 @@ still verify, and the sign stage recognises such copies of our signatures as its
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,16 +115,49 @@ def parse_attestation_manifest(body: bytes | str | Mapping[str, Any]) -> dict[st
     return out
 
 
-def parse_referrers(body: bytes | str | Mapping[str, Any]) -> dict[str, int]:
-    """Sigstore bundles in a referrers list (API answer or fallback index) by predicate type."""
-    m = _json(body)
+#: reads a manifest by digest (None when it is not there): how a referrers entry that does not describe
+#: itself is looked up
+Lookup = Callable[[str], "Mapping[str, Any] | None"]
+
+
+def bundle_entries(body: bytes | str | Mapping[str, Any], lookup: Lookup | None = None) -> list[dict[str, Any]]:
+    """The Sigstore bundles of a referrers list (API answer or fallback index), each entry carrying the
+    bundle's annotations. An entry should describe itself (``artifactType`` and annotations copied from
+    its manifest, as the OCI spec asks and our writer does); cosign 3.1.1 writes its fallback index with
+    the empty config's media type as ``artifactType`` and no annotations, so with ``lookup`` such an
+    entry is judged by its manifest (without, it is passed over)."""
+    out = []
+    for entry in _json(body).get("manifests") or []:
+        annotations = dict(entry.get("annotations") or {})
+        if not (str(entry.get("artifactType", "")).startswith(BUNDLE_PREFIX) and BUNDLE_PREDICATE in annotations):
+            manifest = lookup(str(entry.get("digest", ""))) if lookup is not None and entry.get("digest") else None
+            if manifest is None or not _is_bundle_manifest(manifest):
+                continue
+            annotations = dict(manifest.get("annotations") or {})
+        out.append({**entry, "annotations": annotations})
+    return out
+
+
+def _is_bundle_manifest(m: Mapping[str, Any]) -> bool:
+    return (str(m.get("artifactType", "")).startswith(BUNDLE_PREFIX)
+            or any(str(layer.get("mediaType", "")).startswith(BUNDLE_PREFIX) for layer in m.get("layers") or []))
+
+
+def parse_referrers(body: bytes | str | Mapping[str, Any], lookup: Lookup | None = None) -> dict[str, int]:
+    """Sigstore bundles in a referrers list by predicate type (see :func:`bundle_entries`)."""
     out: dict[str, int] = {}
-    for desc in m.get("manifests") or []:
-        if not str(desc.get("artifactType", "")).startswith(BUNDLE_PREFIX):
-            continue
-        pt = (desc.get("annotations") or {}).get(BUNDLE_PREDICATE, "")
+    for entry in bundle_entries(body, lookup):
+        pt = entry["annotations"].get(BUNDLE_PREDICATE, "")
         out[pt] = out.get(pt, 0) + 1
     return out
+
+
+def manifest_lookup(client: Registry, repo: str) -> Lookup:
+    """A :data:`Lookup` through ``client`` (every request retried by it)."""
+    def lookup(digest: str) -> Mapping[str, Any] | None:
+        found = client.manifest_find(repo, digest)
+        return _json(found[0]) if found else None
+    return lookup
 
 
 def _json(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -163,11 +196,11 @@ def listing(client: Registry, repo: str, digest: str) -> Listing:
     bundles: dict[str, int] = {}
     api = client.referrers(repo, digest)
     if api is not None:
-        bundles = parse_referrers(api)
+        bundles = parse_referrers(api, manifest_lookup(client, repo))
     else:
         fallback = _get(client, repo, referrers_tag(digest))
         if fallback is not None:
-            bundles = parse_referrers(fallback[0])
+            bundles = parse_referrers(fallback[0], manifest_lookup(client, repo))
     return Listing(digest,
                    signatures=parse_signature_manifest(sig[0]) if sig else 0,
                    attestations=parse_attestation_manifest(att[0]) if att else {},

@@ -20,12 +20,13 @@ bundles exist (cosign 3 stops looking at ``.sig`` once it finds one).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sign.attachments import (BUNDLE_PREDICATE, SIGNATURE, attestation_tag, predicate_type, referrers_tag,
-                                       signature_tag)
+from pipeline.sign.attachments import (BUNDLE_PREDICATE, SIGNATURE, attestation_tag, bundle_entries, manifest_lookup,
+                                       predicate_type, referrers_tag, signature_tag)
 from pipeline.tools import cosign
 from pipeline.tools.oci import INDEX_TYPES, Descriptor, Layout, referenced_descriptors
 from pipeline.tools.registry import Registry
@@ -70,28 +71,15 @@ def _subject_entry(subject: Descriptor, kind: str) -> dict[str, Any]:
 
 
 def referrer_entries(client: Registry, repo: str, digest: str) -> list[dict[str, Any]]:
-    """The referrers of ``digest`` (API, else the fallback index), each with its predicate type: entries
-    written without annotations (cosign 3 built with an older go-containerregistry) are looked up."""
+    """The Sigstore bundles referring to ``digest`` (API, else the fallback index), each with its
+    predicate type (:func:`~pipeline.sign.attachments.bundle_entries`)."""
     api = client.referrers(repo, digest)
     if api is not None:
         data = json.loads(api)
     else:
         found = client.manifest_find(repo, referrers_tag(digest))
         data = json.loads(found[0]) if found else {}
-    out = []
-    for entry in data.get("manifests") or []:
-        annotations = dict(entry.get("annotations") or {})
-        if BUNDLE_PREDICATE not in annotations:
-            found = client.manifest_find(repo, entry["digest"])
-            if found is None:
-                continue
-            manifest = json.loads(found[0])
-            annotations = dict(manifest.get("annotations") or {})
-            if not any(str(layer.get("mediaType", "")).startswith("application/vnd.dev.sigstore.bundle")
-                       for layer in manifest.get("layers") or []):
-                continue
-        out.append({**entry, "annotations": annotations})
-    return out
+    return bundle_entries(data, manifest_lookup(client, repo))
 
 
 def fetch(client: Registry, repo: str, subject: Descriptor, subject_body: bytes, kind: str, dest: Path) -> Layouts:
@@ -151,3 +139,13 @@ def verify(runner: cosign.Cosign, verifying: cosign.Verifying, found: Layouts, k
             return result
         reasons.append(result.reason)
     return cosign.Verified(False, (), "; ".join(r for r in reasons if r))
+
+
+def check(client: Registry, repo: str, digest: str, kind: str, runner: cosign.Cosign, verifying: cosign.Verifying,
+          workdir: Path, what: str) -> tuple[Layouts, cosign.Verified]:
+    """``kind`` of ``repo@digest`` judged by cosign: fetched by our client into a fresh layout under
+    ``workdir`` (removed afterwards), so cosign itself sends no request to any registry."""
+    body, media, _ = client.manifest_get(repo, digest)
+    with tempfile.TemporaryDirectory(prefix="verify-", dir=workdir) as where:
+        found = fetch(client, repo, Descriptor(media, digest, len(body)), body, kind, Path(where))
+        return found, verify(runner, verifying, found, kind, what)

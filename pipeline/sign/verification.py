@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,6 @@ from pipeline.config import Config, RegistryConfig
 from pipeline.sign import keys, layouts
 from pipeline.sign.attachments import SIGNATURE
 from pipeline.tools import cosign
-from pipeline.tools.oci import Descriptor
 from pipeline.tools.registry import INDEX_TYPES, Registry, index_platforms
 
 SBOM_TYPE = "cyclonedx"
@@ -168,11 +166,9 @@ def verify(config: Config, env: Mapping[str, str], targets: Sequence[Target], *,
                 checks += [(p, d, SBOM_TYPE) for p, d in sorted(plats.items())]
             for platform, d, kind in checks:
                 ref = f"{reg.host}/{repo}@{d}"
-                body, media, _ = client.manifest_get(repo, d)
-                with tempfile.TemporaryDirectory(prefix="verify-", dir=tmp) as where:
-                    found = layouts.fetch(client, repo, Descriptor(media, d, len(body)), body, kind, Path(where))
-                    what = "signature" if kind == SIGNATURE else "SBOM attestation"
-                    r = layouts.verify(runner, base, found, kind, f"verify the {what} of {reg.name}: {ref}")
+                what = "signature" if kind == SIGNATURE else "SBOM attestation"
+                found, r = layouts.check(client, repo, d, kind, runner, base, Path(tmp),
+                                         f"verify the {what} of {reg.name}: {ref}")
                 if kind == SIGNATURE:
                     out.append(Check(reg.name, ref, "signature", r.ok,
                                      f"{found.legacy_count + found.bundle_count} signature(s), ours verified"

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main
+from pipeline.tools import cosign as cosign_tool
 from pipeline.tools.registry import Credentials, Registry
 from tests.support.imagegen import ImageGen
 from tests.support import project
@@ -64,6 +65,9 @@ def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 def cosign(*args: str, password: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COSIGN_PASSWORD": password}
+    if "--tlog-upload=false" in args and cosign_tool.installed_major() >= 3:   # v3's signing config refuses it
+        at = args.index("--tlog-upload=false")
+        args = (*args[:at], "--use-signing-config=false", *args[at:])
     return subprocess.run(["cosign", *args], capture_output=True, text=True, timeout=300, check=False, env=env)
 
 

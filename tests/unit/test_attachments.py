@@ -51,6 +51,29 @@ def test_v3_referrers_are_counted_by_predicate_type():
     assert counts == {"https://sigstore.dev/cosign/sign/v1": 1, "https://cyclonedx.org/bom": 1}  # the 3rd is not sigstore
 
 
+def test_a_cosign_3_fallback_index_that_does_not_describe_its_bundles_is_read_through_its_manifests():
+    # recorded from cosign 3.1.1 (Debian unstable) signing on registry 2.8, which has no referrers API: the
+    # fallback entry says artifactType application/vnd.oci.empty.v1+json and carries no annotations
+    index = json.loads(rec("referrers_fallback_index_cosign3.1.1.json"))
+    manifest = rec("referrer_manifest_cosign3.1.1.json")
+    (entry,) = index["manifests"]
+    assert "annotations" not in entry and not entry["artifactType"].startswith(a.BUNDLE_PREFIX)
+    asked: list[str] = []
+
+    def lookup(digest: str):
+        asked.append(digest)
+        return json.loads(manifest) if digest == entry["digest"] else None
+
+    assert a.parse_referrers(index) == {}                       # what inventory and the UI saw: "unsigned"
+    assert a.parse_referrers(index, lookup) == {"https://sigstore.dev/cosign/sign/v1": 1}
+    assert asked == [entry["digest"]]
+    # entries that describe themselves are not looked up
+    asked.clear()
+    assert a.parse_referrers(rec("referrers_fallback_index_v3.json"), lookup) == {
+        "https://sigstore.dev/cosign/sign/v1": 1, "https://cyclonedx.org/bom": 1}
+    assert len(asked) == 1                                      # only the third, which is not sigstore's
+
+
 def test_count_adds_both_formats():
     listing = a.Listing(DIGEST, signatures=1, attestations={"https://cyclonedx.org/bom": 2},
                         bundles={"https://sigstore.dev/cosign/sign/v1": 1, "https://cyclonedx.org/bom": 1})
