@@ -166,6 +166,23 @@ def targets(cfg: Config, access: Access, only: list[str], now: datetime,
 
 def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[str], dist: Path,
            now: datetime, attest: bool = False) -> RescanResult:
+    """Every released image judged again with the current DB; with ``attest`` the signing key is checked
+    first, as the sign stage checks it (an unreadable key, a public key of another pair, a password that
+    cannot open a key whose public key is derived from it fail the command, exit 3, before a single image is scanned), and each new verdict
+    is attested."""
+    if not attest:
+        return _rescan(cfg, env, access, only=only, dist=dist, now=now, attest_with=None)
+    from pipeline.sign import keys
+    from pipeline.sign.sign import signing_kit
+    from pipeline.tools import cosign
+
+    with keys.temporary_dir() as work:
+        kit = signing_kit(cfg, env, cosign.installed_major(), Path(work))
+        return _rescan(cfg, env, access, only=only, dist=dist, now=now, attest_with=(kit, Path(work)))
+
+
+def _rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[str], dist: Path,
+            now: datetime, attest_with: tuple[Any, Path] | None) -> RescanResult:
     from pipeline.scan.policy import evaluate, load_policy
     from pipeline.scan.reports import PlatformResult, write_all
     from pipeline.scan.results import ReportError, ScanCache, parse_report
@@ -232,8 +249,8 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
                                      tuple(b["id"] for b in blocking), dict(verdict.counts)))
             shown.append(PlatformResult(f"{item.image} {item.platform}",
                                         f"{t.registry.host}/{t.repository}@{manifest}", report, verdict, cached))
-    if attest and to_attest:
-        result.attested = _attest(cfg, env, access, to_attest, str(result.db.get("updated_at", "")))
+    if attest_with is not None and to_attest:
+        result.attested = _attest(cfg, env, access, to_attest, str(result.db.get("updated_at", "")), *attest_with)
     if shown:
         result.reports = write_all(dist / "rescan", shown, {}, start=now, end=datetime.now(timezone.utc),
                                    db=result.db, artifact_uri=cfg.image.dockerfile, trivy_version=version)
@@ -241,24 +258,19 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
 
 
 def _attest(cfg: Config, env: Mapping[str, str], access: Access, verdicts: list[Verdict],
-            db_built: str) -> list[dict[str, Any]]:
-    from pipeline.sign import keys
+            db_built: str, kit: Any, work: Path) -> list[dict[str, Any]]:
     from pipeline.sign.sign import Signed, attest_verdicts
 
     out: list[dict[str, Any]] = []
-    with keys.temporary_dir() as tmp:
-        try:
-            made = attest_verdicts(cfg, env, access, verdicts, db_built, Path(tmp))
-        except PipelineError as exc:        # no signing key, cosign missing: nothing could be attested
-            made = [(v, str(exc)) for v in verdicts]
-        for done in made:
-            if isinstance(done, Signed):
-                out.append({"registry": done.registry, "ref": done.ref, "platform": done.platform,
-                            "action": "attested" if done.action == "signed" else "present", "error": None})
-            else:
-                v, error = done
-                out.append({"registry": v.registry.name, "ref": f"{v.registry.host}/{v.repository}@{v.manifest}",
-                            "platform": v.platform, "action": "failed", "error": error})
+    made = attest_verdicts(cfg, env, access, verdicts, db_built, work, kit=kit)
+    for done in made:
+        if isinstance(done, Signed):
+            out.append({"registry": done.registry, "ref": done.ref, "platform": done.platform,
+                        "action": "attested" if done.action == "signed" else "present", "error": None})
+        else:
+            v, error = done
+            out.append({"registry": v.registry.name, "ref": f"{v.registry.host}/{v.repository}@{v.manifest}",
+                        "platform": v.platform, "action": "failed", "error": error})
     return out
 
 

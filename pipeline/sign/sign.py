@@ -241,8 +241,11 @@ class Sign:
 
 
 
-def signing_kit(config: Config, env: Mapping[str, str], major: int, work: Path,
-                ) -> tuple[keys.Signer, cosign.Cosign, cosign.Verifying, cosign.Signing]:
+#: what signing needs: the signer, a cosign without registry credentials, the verifier, the signing settings
+Kit = tuple[keys.Signer, cosign.Cosign, cosign.Verifying, cosign.Signing]
+
+
+def signing_kit(config: Config, env: Mapping[str, str], major: int, work: Path) -> Kit:
     """The signer, a cosign that gets no registry credentials (it asks no registry), the verifier, and the
     signing settings; a configured public key must belong to the signing key."""
     signer = keys.signer(config.sign, env, cosign.Cosign())
@@ -381,13 +384,14 @@ class Verdict:
 
 
 def attest_verdicts(config: Config, env: Mapping[str, str], access: Access, verdicts: Sequence[Verdict],
-                    db_built: str, work: Path) -> list[Signed | tuple[Verdict, str]]:
+                    db_built: str, work: Path, *, kit: Kit | None = None) -> list[Signed | tuple[Verdict, str]]:
     """``rescan --attest``: a signed, dated ``vuln`` attestation of each verdict, beside the release's own.
 
     Unlike the sign stage (one attestation per kind by our key), each rescan that judged anew adds one;
     when a verified attestation already says the same (DB build, verdict, blocking findings) it is left
-    at that. Returns what was attested or found, and (verdict, error) for what could not be."""
-    _, runner, verifying, signing = signing_kit(config, env, cosign.installed_major(), work)
+    at that. Returns what was attested or found, and (verdict, error) for what could not be. ``kit`` is
+    :func:`signing_kit`'s answer when the caller checked the key already (made in ``work``)."""
+    _, runner, verifying, signing = kit or signing_kit(config, env, cosign.installed_major(), work)
     logger = log.get(stage="rescan")
 
     def one(v: Verdict) -> Signed | tuple[Verdict, str]:
