@@ -8,6 +8,7 @@ the application (:mod:`pipeline.hygiene.ui`); this module only reads and writes 
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +48,18 @@ class Response:
 App = Callable[[Request], Response]
 
 
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Server:
     """Serves ``app`` on ``bind:port`` (0: any free port) in a background thread until :meth:`close`."""
 
     def __init__(self, app: App, bind: str, port: int) -> None:
         handler = _handler(app)
-        self._httpd = ThreadingHTTPServer((bind, port), handler)
+        bind = bind.strip("[]")
+        server = _ThreadingHTTPServer6 if ":" in bind else ThreadingHTTPServer   # "::1", "::": an IPv6 socket
+        self._httpd = server((bind, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="webserver", daemon=True)
 

@@ -115,3 +115,29 @@ def test_an_image_whose_signature_could_not_be_checked_is_refused_too(tmp_path, 
     r = a(req("POST", "/api/delete", body={"registry": "r", "repository": "acme/app", "digest": SIGNED},
               headers={"x-csrf-token": a.csrf}))
     assert r.status == 409 and b"unchecked" in r.body
+
+
+def test_the_server_listens_on_ipv6_loopback_and_answers_a_request_there():
+    # `--bind ::1` failed with "Address family for hostname not supported": the socket was always IPv4
+    import http.client
+
+    from pipeline.tools.webserver import Response, Server
+
+    seen: list[str] = []
+
+    def hello(request: Request) -> Response:
+        seen.append(request.headers.get("host", ""))
+        return Response(200, b"hello\n")
+
+    server = Server(hello, "::1", 0).start()
+    try:
+        host, port = server.address
+        assert host == "::1"
+        conn = http.client.HTTPConnection("::1", port, timeout=10)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        assert (answer.status, answer.read()) == (200, b"hello\n")
+        conn.close()
+    finally:
+        server.close()
+    assert seen == [f"[::1]:{port}"] and ui.is_loopback("[::1]")
