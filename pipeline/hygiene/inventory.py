@@ -270,6 +270,9 @@ def _verify_all(config: Config, env: Mapping[str, str], access: Access, checks: 
         try:
             _, r = layouts.check(access.client(by_name[e.registry]), e.repository, e.digest, SIGNATURE, runner, base,
                                  workdir, f"verify the signature of {e.registry}: {ref}")
+        except (KeyError, TypeError, ValueError, OSError) as exc:    # another tool's artifact we cannot read
+            e.signed, e.signed_detail = "unchecked", f"cannot read its signature artifacts ({type(exc).__name__})"
+            return
         except PipelineError as exc:
             e.signed, e.signed_detail = "unchecked", str(exc)
             return

@@ -320,7 +320,8 @@ class Walker:
                 m = self._get(repo, digest) or {}
                 if kind == "referrers":
                     att.referrers = tuple(x["digest"] for x in m.get("manifests") or [] if x.get("digest"))
-                    att.predicates = parse_referrers(m, lambda d: self._get(repo, d))
+                    # what each bundle is matters to inventory only (prune protects every referrer alike)
+                    att.predicates = parse_referrers(m, (lambda d: self._get(repo, d)) if self.detail else None)
                 elif kind == "sig":
                     layers = m.get("layers") or []
                     att.signatures = sum(1 for layer in layers if layer.get("mediaType") == SIMPLE_SIGNING)

@@ -496,8 +496,9 @@ def start(name: str = "local", *, port: int = 5000, state_root: Path = DEFAULT_S
 
     ``port=0`` picks a free port. ``htpasswd`` turns on basic auth (the file is created empty,
     0600, when missing: add users with :func:`add_user`). ``proxy`` makes it a pull-through cache of that
-    upstream, with ``proxy_credentials`` (user, password) given to the registry process only through its
-    environment. Raises :class:`ToolError` when the
+    upstream, with ``proxy_credentials`` (user, password): given to our registry process through its
+    environment, or to the ``registry:2`` container in its 0600 config file (removed when it stops), never
+    on argv or in a container's environment. Raises :class:`ToolError` when the
     port is taken by something else, or the registry does not come up within ``deadline_s``.
     """
     state_dir = _state_dir(name, state_root)
@@ -586,7 +587,6 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
         htpasswd=str(inst.htpasswd) if inst.htpasswd else None,
         tls_cert=str(inst.ca_cert) if inst.ca_cert else None, tls_key=str(key) if key else None, name=inst.name,
         proxy=inst.proxy, proxy_ttl=inst.proxy_ttl))
-    os.chmod(inst.config_path, 0o600)
     log_start = inst.log_path.stat().st_size if inst.log_path.exists() else 0
     binary = proc.which(BINARY) or BINARY
     child = proc.spawn_daemon([binary, "serve", str(inst.config_path)], inst.log_path, env=env)
@@ -637,7 +637,10 @@ def _stop_instance(inst: RegistryInstance) -> bool:
     if inst.backend == "container":
         if not inst.container_id:
             return False
-        return docker.stop_container(inst.container_id, timeout=STOP_DEADLINE_S, keep_log=inst.log_path)
+        stopped = docker.stop_container(inst.container_id, timeout=STOP_DEADLINE_S, keep_log=inst.log_path)
+        if inst.proxy:                  # its config file holds the upstream's credentials: not kept past the run
+            inst.config_path.unlink(missing_ok=True)
+        return stopped
     pid = inst.pid
     if not pid or not proc.pid_alive(pid) or not _is_registry_process(pid, inst.config_path):
         proc.forget(pid)

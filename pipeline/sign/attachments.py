@@ -35,6 +35,7 @@ SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
 BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
 BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 SIGNATURE = "signature"  # the kind of a plain image signature (vs. an attestation's predicate type)
 SUFFIXES = ("sig", "att", "sbom")
 
@@ -129,8 +130,13 @@ def bundle_entries(body: bytes | str | Mapping[str, Any], lookup: Lookup | None 
     out = []
     for entry in _json(body).get("manifests") or []:
         annotations = dict(entry.get("annotations") or {})
-        if not (str(entry.get("artifactType", "")).startswith(BUNDLE_PREFIX) and BUNDLE_PREDICATE in annotations):
-            manifest = lookup(str(entry.get("digest", ""))) if lookup is not None and entry.get("digest") else None
+        kind = str(entry.get("artifactType") or "")
+        if not (kind.startswith(BUNDLE_PREFIX) and BUNDLE_PREDICATE in annotations):
+            # only what may be a bundle that does not say so is looked up: another tool's referrer that
+            # describes itself (an SBOM, a Notation signature) costs no request
+            unsure = kind in ("", EMPTY_CONFIG) or kind.startswith(BUNDLE_PREFIX)
+            manifest = (lookup(str(entry["digest"])) if unsure and lookup is not None and entry.get("digest")
+                        else None)
             if manifest is None or not _is_bundle_manifest(manifest):
                 continue
             annotations = dict(manifest.get("annotations") or {})

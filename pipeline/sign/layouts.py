@@ -144,7 +144,8 @@ def verify(runner: cosign.Cosign, verifying: cosign.Verifying, found: Layouts, k
 def check(client: Registry, repo: str, digest: str, kind: str, runner: cosign.Cosign, verifying: cosign.Verifying,
           workdir: Path, what: str) -> tuple[Layouts, cosign.Verified]:
     """``kind`` of ``repo@digest`` judged by cosign: fetched by our client into a fresh layout under
-    ``workdir`` (removed afterwards), so cosign itself sends no request to any registry."""
+    ``workdir``, so cosign itself sends no request to any registry. The layout is removed before this
+    returns: of the :class:`Layouts` only the counts are left to read."""
     body, media, _ = client.manifest_get(repo, digest)
     with tempfile.TemporaryDirectory(prefix="verify-", dir=workdir) as where:
         found = fetch(client, repo, Descriptor(media, digest, len(body)), body, kind, Path(where))

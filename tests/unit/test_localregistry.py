@@ -289,6 +289,11 @@ def test_pull_through_credentials_never_reach_a_containers_environment(tmp_path,
     text = inst.config_path.read_text()
     assert 'username: "robot"' in text and 'password: "pw-0f9e8d7c"' in text
     assert inst.config_path.stat().st_mode & 0o777 == 0o600
+    # stopped, the cache keeps no copy of the password on disk
+    monkeypatch.setattr(lr.docker, "stop_container", lambda cid, **kw: cid == "c0ffee")
+    assert lr._stop_instance(inst) is True
+    assert not inst.config_path.exists()
+    assert all("pw-0f9e8d7c" not in f.read_text(errors="replace") for f in tmp_path.rglob("*") if f.is_file())
 
 
 def test_pull_through_credentials_reach_our_registry_process_through_its_environment_only(tmp_path,
