@@ -658,6 +658,7 @@ def cmd_login(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
 
 def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     from pipeline.access import pullsecret
+    from pipeline.tools import proc
 
     _, cfg = _config(args, env)
     made = pullsecret.make(cfg, env, registry=args.registry, name=args.name, namespace=args.namespace,
@@ -665,7 +666,7 @@ def cmd_pull_secret(args: argparse.Namespace, env: Mapping[str, str], out: TextI
                            role_arn=args.aws_role_arn, schedule=args.refresh_schedule)
     logger = log.get()
     if args.output:
-        pullsecret.write_private(Path(args.output), made.text)
+        proc.write_private(Path(args.output), made.text)
         logger.info("pull_secret.written", registry=made.registry, namespace=args.namespace, name=args.name,
                     path=args.output, documents=made.documents)
     elif not args.apply:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import log
@@ -215,17 +213,6 @@ def make(cfg: Config, env: Mapping[str, str], *, registry: str, name: str, names
                       refresh is not None)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
 def apply(secret_yaml: str, *, name: str, namespace: str, service_account_name: str | None = None) -> None:
     """``kubectl apply -f -`` (the secret on stdin), then the service account patch."""
     from pipeline.tools import login as tools
@@ -239,4 +226,4 @@ def apply(secret_yaml: str, *, name: str, namespace: str, service_account_name: 
 
 __all__ = ["AWS_CLI_IMAGE", "KUBECTL_IMAGE", "REFRESH_SCHEDULE", "RefreshOptions", "check_name", "docker_config",
            "documents", "ecr_refresh", "render", "secret", "server_key", "service_account",
-           "service_account_patch", "PullSecret", "make", "write_private", "apply"]
+           "service_account_patch", "PullSecret", "make", "apply"]

@@ -2,9 +2,9 @@
 
 For each registry and repository (the same walk as ``prune``: pipeline/hygiene/walker.py) and each image:
 tags, digest, platforms, **signed** (a signature that verifies with the configured key: cosign
-verifies what our client fetched into a local layout, as the verify stage does it), **scanned** (the release manifests' scan verdict
-for the digest, else a cosign vulnerability attestation), age and its source, and the lifecycle
-verdict (what ``prune`` would do now).
+verifies what our client fetched into a local layout, as the verify stage does it), **scanned** (the
+release manifests' scan verdict for the digest, else a cosign vulnerability attestation), age and its
+source, and the lifecycle verdict (what ``prune`` would do now).
 
 Signature states: ``signed`` (verifies with the configured key), ``unverified`` (a signature is
 there but does not verify with it), ``unsigned`` (no signature artifact at all, so cosign is not

@@ -33,7 +33,7 @@ from pipeline.tools import trivy
 
 if TYPE_CHECKING:
     from pipeline.access.registries import Access
-    from pipeline.sign.sign import Verdict  # noqa: F401
+    from pipeline.sign.sign import Kit, Verdict  # noqa: F401
     from pipeline.hygiene.walker import ReleaseFacts
     from pipeline.scan.reports import PlatformResult
 
@@ -168,8 +168,8 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
            now: datetime, attest: bool = False) -> RescanResult:
     """Every released image judged again with the current DB; with ``attest`` the signing key is checked
     first, as the sign stage checks it (an unreadable key, a public key of another pair, a password that
-    cannot open a key whose public key is derived from it fail the command, exit 3, before a single image is scanned), and each new verdict
-    is attested."""
+    cannot open a key whose public key is derived from it fail the command, exit 3, before a single image
+    is scanned), and each new verdict is attested."""
     if not attest:
         return _rescan(cfg, env, access, only=only, dist=dist, now=now, attest_with=None)
     from pipeline.sign import keys
@@ -182,7 +182,7 @@ def rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[st
 
 
 def _rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[str], dist: Path,
-            now: datetime, attest_with: tuple[Any, Path] | None) -> RescanResult:
+            now: datetime, attest_with: tuple[Kit, Path] | None) -> RescanResult:
     from pipeline.scan.policy import evaluate, load_policy
     from pipeline.scan.reports import PlatformResult, write_all
     from pipeline.scan.results import ReportError, ScanCache, parse_report
@@ -258,7 +258,7 @@ def _rescan(cfg: Config, env: Mapping[str, str], access: Access, *, only: list[s
 
 
 def _attest(cfg: Config, env: Mapping[str, str], access: Access, verdicts: list[Verdict],
-            db_built: str, kit: Any, work: Path) -> list[dict[str, Any]]:
+            db_built: str, kit: Kit, work: Path) -> list[dict[str, Any]]:
     from pipeline.sign.sign import Signed, attest_verdicts
 
     out: list[dict[str, Any]] = []

@@ -565,15 +565,6 @@ def build_loopback() -> RegistryInstance:
     return start(BUILD_LOOPBACK, port=0, state_root=DEFAULT_STATE_ROOT)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """``text`` into ``path``, readable by its owner only from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-
-
 def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
                   proxy_credentials: tuple[str, str] | None) -> RegistryInstance:
     # the credentials reach the registry process through its environment only
@@ -581,7 +572,7 @@ def _start_binary(inst: RegistryInstance, key: Path | None, deadline_s: float,
            if proxy_credentials is not None else {})
     secret = secrets.token_hex(32)
     log.register_secret(secret)
-    _write_private(inst.config_path, config_yaml(
+    proc.write_private(inst.config_path, config_yaml(
         addr=listen_addr(inst.bind, inst.port),
         root_dir=str(inst.data_dir), secret=secret, delete=inst.delete,
         htpasswd=str(inst.htpasswd) if inst.htpasswd else None,
@@ -609,7 +600,7 @@ def _start_container(inst: RegistryInstance, key: Path | None, deadline_s: float
     secret = secrets.token_hex(32)
     log.register_secret(secret)
     # the credentials go into the 0600 config file, mounted read-only: never into the container's environment
-    _write_private(inst.config_path, config_yaml(
+    proc.write_private(inst.config_path, config_yaml(
         addr=":5000", root_dir="/var/lib/registry", secret=secret, delete=inst.delete,
         htpasswd="/auth/htpasswd" if inst.htpasswd else None,
         tls_cert="/certs/cert.pem" if inst.ca_cert else None, tls_key="/certs/key.pem" if key else None,

@@ -195,18 +195,21 @@ def _get(client: Registry, repo: str, tag: str) -> tuple[bytes, str] | None:
     return (found[0], found[2]) if found else None
 
 
+def referrers_list(client: Registry, repo: str, digest: str) -> bytes | None:
+    """The referrers of ``digest``: the API's answer, else the fallback index (None when neither is there)."""
+    api = client.referrers(repo, digest)
+    if api is not None:
+        return api
+    fallback = _get(client, repo, referrers_tag(digest))
+    return fallback[0] if fallback is not None else None
+
+
 def listing(client: Registry, repo: str, digest: str) -> Listing:
     """Read what cosign stored for ``digest`` in ``repo`` (legacy tags, referrers API, fallback tag)."""
     sig = _get(client, repo, signature_tag(digest))
     att = _get(client, repo, attestation_tag(digest))
-    bundles: dict[str, int] = {}
-    api = client.referrers(repo, digest)
-    if api is not None:
-        bundles = parse_referrers(api, manifest_lookup(client, repo))
-    else:
-        fallback = _get(client, repo, referrers_tag(digest))
-        if fallback is not None:
-            bundles = parse_referrers(fallback[0], manifest_lookup(client, repo))
+    found = referrers_list(client, repo, digest)
+    bundles = parse_referrers(found, manifest_lookup(client, repo)) if found is not None else {}
     return Listing(digest,
                    signatures=parse_signature_manifest(sig[0]) if sig else 0,
                    attestations=parse_attestation_manifest(att[0]) if att else {},

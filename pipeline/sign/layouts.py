@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.sign.attachments import (BUNDLE_PREDICATE, SIGNATURE, attestation_tag, bundle_entries, manifest_lookup,
-                                       predicate_type, referrers_tag, signature_tag)
+                                       predicate_type, referrers_list, signature_tag)
 from pipeline.tools import cosign
 from pipeline.tools.oci import INDEX_TYPES, Descriptor, Layout, referenced_descriptors
 from pipeline.tools.registry import Registry
@@ -73,13 +73,8 @@ def _subject_entry(subject: Descriptor, kind: str) -> dict[str, Any]:
 def referrer_entries(client: Registry, repo: str, digest: str) -> list[dict[str, Any]]:
     """The Sigstore bundles referring to ``digest`` (API, else the fallback index), each with its
     predicate type (:func:`~pipeline.sign.attachments.bundle_entries`)."""
-    api = client.referrers(repo, digest)
-    if api is not None:
-        data = json.loads(api)
-    else:
-        found = client.manifest_find(repo, referrers_tag(digest))
-        data = json.loads(found[0]) if found else {}
-    return bundle_entries(data, manifest_lookup(client, repo))
+    found = referrers_list(client, repo, digest)
+    return bundle_entries(found, manifest_lookup(client, repo)) if found is not None else []
 
 
 def fetch(client: Registry, repo: str, subject: Descriptor, subject_body: bytes, kind: str, dest: Path) -> Layouts:

@@ -284,3 +284,15 @@ def terminate(pid: int, *, deadline_s: float = 10.0) -> bool:
 
 def forget(pid: int | None) -> None:
     _children.pop(pid or 0, None)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0600 from the first byte): the files secrets
+    reach a tool in (a registry config with credentials, a pull secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
